@@ -1,0 +1,58 @@
+"""jobyard: durable background jobs for Python, on SQLite or PostgreSQL.
+
+The public API. Everything else is internal and may change.
+"""
+
+from jobyard.config import Config
+from jobyard.dispatcher import Dispatcher, Executor, JobContext, Limits
+from jobyard.jobs.session_init import SessionInitExecutor
+from jobyard.jobs.types import (
+    JOB_TYPE_SESSION_INIT,
+    JOB_TYPE_WORKSPACE_INIT,
+    SessionInitPayload,
+    WorkspaceInitPayload,
+)
+from jobyard.jobs.workspace_init import WorkspaceInitExecutor
+from jobyard.model import (
+    ConfigError,
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobyardError,
+    PayloadError,
+    PayloadTooLarge,
+    StoreError,
+    UnknownJobType,
+)
+from jobyard.queue import Queue
+from jobyard.store import Store, open_store
+from jobyard.store.base import JobFilter
+
+__all__ = [
+    "JOB_TYPE_SESSION_INIT",
+    "JOB_TYPE_WORKSPACE_INIT",
+    "Config",
+    "ConfigError",
+    "Dispatcher",
+    "Executor",
+    "Job",
+    "JobContext",
+    "JobFilter",
+    "JobNotFound",
+    "JobStatus",
+    "JobyardError",
+    "Limits",
+    "PayloadError",
+    "PayloadTooLarge",
+    "Queue",
+    "SessionInitExecutor",
+    "SessionInitPayload",
+    "Store",
+    "StoreError",
+    "UnknownJobType",
+    "WorkspaceInitExecutor",
+    "WorkspaceInitPayload",
+    "open_store",
+]
+
+__version__ = "0.1.0"

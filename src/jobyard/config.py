@@ -1,0 +1,231 @@
+"""Config: the seed's four durations, plus what a node needs to run.
+
+Durations accept seconds (an int or float, or a numeric string from the environment) or a
+`timedelta`. Every value is checked when the Config is built, and a bad one raises `ConfigError`
+naming the setting, so a typo fails at start rather than in the middle of the night.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobyard.model import ConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "Config"]
+
+DEFAULT_DATABASE_URL = "sqlite:///jobyard.db"
+
+
+def _as_timedelta(value: Any) -> Any:
+    """Accept seconds as a number or numeric string; leave everything else to pydantic."""
+    if isinstance(value, bool):
+        return value  # pydantic rejects it with a clear message
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except (ValueError, OverflowError):
+            return value
+    return value
+
+
+class Config(BaseModel):
+    """How one jobyard node behaves.
+
+    The first four fields are the seed's `JobPollInterval`, `HeartbeatInterval`,
+    `LeaderLeaseDuration` and `JobTimeout`. Build it directly, or with `Config.from_env()` to read
+    `JOBYARD_*` environment variables (for example `JOBYARD_JOB_POLL_INTERVAL=0.5`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_poll_interval: timedelta = Field(
+        default=timedelta(seconds=1),
+        description="How often an idle node looks for due jobs when no notification arrives.",
+    )
+    heartbeat_interval: timedelta = Field(
+        default=timedelta(seconds=2),
+        description="How often a node renews its own liveness and, if it leads, the leader lease.",
+    )
+    leader_lease_duration: timedelta = Field(
+        default=timedelta(seconds=10),
+        description="How long the leader lease and a node's liveness last without renewal.",
+    )
+    job_timeout: timedelta = Field(
+        default=timedelta(hours=1),
+        description="Longest a job may run before it is cancelled and recorded as timed out.",
+    )
+    job_timeouts: dict[str, timedelta] = Field(
+        default_factory=dict,
+        description="Per-type overrides of job_timeout.",
+    )
+    concurrency: int = Field(default=16, description="Most jobs this node runs at once.")
+    database_url: str = Field(default=DEFAULT_DATABASE_URL)
+    node_id: str | None = Field(
+        default=None,
+        description="Name of this node; a unique one per process is generated when not given.",
+    )
+    max_attempts: int = Field(default=3, description="Default attempts per job (1 = no retry).")
+    retry_backoff: timedelta = Field(
+        default=timedelta(seconds=1),
+        description="Delay before the first retry; each later retry doubles it, with jitter.",
+    )
+    retry_backoff_max: timedelta = Field(default=timedelta(hours=1))
+    shutdown_grace_period: timedelta = Field(
+        default=timedelta(seconds=10),
+        description="On stop, how long running jobs may finish before they are cancelled.",
+    )
+    max_payload_bytes: int = Field(
+        default=1024 * 1024, description="Largest accepted payload, as UTF-8 JSON."
+    )
+
+    @field_validator(
+        "job_poll_interval",
+        "heartbeat_interval",
+        "leader_lease_duration",
+        "job_timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+        "shutdown_grace_period",
+        mode="before",
+    )
+    @classmethod
+    def _seconds_to_timedelta(cls, value: Any) -> Any:
+        return _as_timedelta(value)
+
+    @field_validator("job_timeouts", mode="before")
+    @classmethod
+    def _timeouts_to_timedelta(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: _as_timedelta(v) for k, v in value.items()}
+        return value
+
+    @field_validator(
+        "job_poll_interval",
+        "heartbeat_interval",
+        "leader_lease_duration",
+        "job_timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+    )
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"must be a positive duration, got {value.total_seconds()} seconds")
+        return value
+
+    @field_validator("shutdown_grace_period")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("job_timeouts")
+    @classmethod
+    def _timeouts_positive(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
+        for job_type, timeout in value.items():
+            if timeout <= timedelta(0):
+                raise ValueError(f"timeout for {job_type!r} must be a positive duration")
+        return value
+
+    @field_validator("concurrency", "max_attempts", "max_payload_bytes")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(
+                "must start with sqlite:/// or postgresql:// (for example sqlite:///jobyard.db)"
+            )
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id_shape(cls, value: str | None) -> str | None:
+        if value is not None and not (1 <= len(value) <= 200):
+            raise ValueError("must be 1 to 200 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Self:
+        # A lease renewed every heartbeat must survive at least one missed renewal; otherwise a
+        # single slow round trip costs the cluster its leader.
+        if self.leader_lease_duration < 2 * self.heartbeat_interval:
+            raise ValueError(
+                "leader_lease_duration must be at least twice heartbeat_interval "
+                f"(got {self.leader_lease_duration.total_seconds()}s and "
+                f"{self.heartbeat_interval.total_seconds()}s)"
+            )
+        return self
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    def timeout_for(self, job_type: str) -> timedelta:
+        """The timeout that applies to jobs of `job_type`."""
+        return self.job_timeouts.get(job_type, self.job_timeout)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Config:
+        """Build a Config from `JOBYARD_*` variables; keyword arguments win over the environment.
+
+        `JOBYARD_JOB_TIMEOUTS` takes JSON, for example `{"email": 30}`.
+        """
+        try:
+            values = _EnvSettings().model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, prefix="JOBYARD_")) from None
+        values.update(overrides)
+        return cls(**values)
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"]) or "config"
+        name = f"{prefix}{loc.upper()}" if prefix else loc
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {message}")
+    return "invalid jobyard configuration: " + "; ".join(parts)
+
+
+class _EnvSettings(BaseSettings):
+    """Reads the raw `JOBYARD_*` strings; `Config` does the parsing and checking."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBYARD_", extra="ignore")
+
+    job_poll_interval: str | None = None
+    heartbeat_interval: str | None = None
+    leader_lease_duration: str | None = None
+    job_timeout: str | None = None
+    job_timeouts: dict[str, float] | None = None
+    concurrency: int | None = None
+    database_url: str | None = None
+    node_id: str | None = None
+    max_attempts: int | None = None
+    retry_backoff: str | None = None
+    retry_backoff_max: str | None = None
+    shutdown_grace_period: str | None = None
+    max_payload_bytes: int | None = None

@@ -1,0 +1,7 @@
+"""The dispatcher and its parts: executors, limits, leadership, completion, maintenance."""
+
+from jobyard.dispatcher.dispatcher import Dispatcher
+from jobyard.dispatcher.executor import Executor, JobContext
+from jobyard.dispatcher.limits import Limits
+
+__all__ = ["Dispatcher", "Executor", "JobContext", "Limits"]

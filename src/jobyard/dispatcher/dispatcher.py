@@ -1,0 +1,346 @@
+"""The dispatcher: one node of a jobyard cluster.
+
+The seed's `Dispatcher`, with what the seed left out. Every node dispatches (not only the
+leader); one claim fills every free slot; the store counts running jobs per type in the database,
+so limits hold across nodes; results are recorded in fenced batches; a heartbeat keeps the node
+alive in the database and notices jobs taken away from it; the leader also runs maintenance.
+
+Lifecycle: `await dispatcher.start()` runs until `await dispatcher.stop()` or until the task
+running it is cancelled. Stopping drains: no new claims, running jobs get the grace period to
+finish, the rest are cancelled and handed back to `pending` without using up an attempt, the
+results are flushed, leadership is resigned and the node row removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from jobyard.config import Config
+from jobyard.dispatcher.backoff import retry_delay
+from jobyard.dispatcher.completer import Completer
+from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
+from jobyard.dispatcher.leader import Elector
+from jobyard.dispatcher.limits import Limits
+from jobyard.dispatcher.maintenance import run_maintenance
+from jobyard.dispatcher.waiting import wait_event
+from jobyard.model import Job, JobyardError
+from jobyard.queue import Queue
+from jobyard.store.base import ClaimParams, JobResult, NodeInfo, Outcome, Store
+
+__all__ = ["Dispatcher", "new_node_id"]
+
+log = logging.getLogger("jobyard.dispatcher")
+
+
+def new_node_id() -> str:
+    """`host-pid-random`: unique per process, even for two processes with the same pid."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class _Running:
+    job: Job
+    ctx: JobContext
+    task: asyncio.Task[None]
+    reason: str | None = None  # why it was cancelled: "shutdown" or "lost"
+
+
+class Dispatcher:
+    """Claims jobs and runs them through registered executors. One per process is typical."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        queue: Queue,
+        limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.queue = queue
+        self.limits = limits if limits is not None else Limits()
+        self.node_id = config.node_id or new_node_id()
+        self._runners: dict[str, Runner] = {}
+        self._running: dict[int, _Running] = {}
+        self._elector = Elector(
+            store,
+            self.node_id,
+            lease=config.leader_lease_duration,
+            interval=config.heartbeat_interval,
+        )
+        self._threads = ThreadPoolExecutor(
+            max_workers=config.concurrency + 4, thread_name_prefix="jobyard-job"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._completer: Completer | None = None
+        self._started = False
+        self.claimed = 0  # jobs this node has claimed, for tests and metrics
+        name_store = getattr(store, "set_node_name", None)
+        if callable(name_store):
+            name_store(self.node_id)
+        queue.set_notify_func(self.notify)
+
+    # -- registration ----------------------------------------------------------------------
+    def register_executor(self, job_type: str, executor: ExecutorLike) -> None:
+        """The seed's `RegisterExecutor`; also declares `job_type` on the queue."""
+        if self._started:
+            raise JobyardError("register executors before start()")
+        self.queue.declare(job_type)
+        self._runners[job_type] = as_runner(executor)
+
+    @property
+    def job_types(self) -> list[str]:
+        return sorted(self._runners)
+
+    @property
+    def is_leader(self) -> bool:
+        """The seed's `isLeader`: True while this node holds, and trusts, the leader lease."""
+        return self._elector.is_leader
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def notify(self) -> None:
+        """Wake the dispatch loop at once. Thread-safe; a no-op before start."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        try:
+            if asyncio.get_running_loop() is loop:
+                wake.set()
+                return
+        except RuntimeError:
+            pass
+        loop.call_soon_threadsafe(wake.set)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Run the node until `stop()` is called or this task is cancelled."""
+        if self._started:
+            raise JobyardError("a Dispatcher can be started once")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = self._stopping or asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._completer = Completer(self.store, self.notify)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._heartbeat_once()  # registered before the first claim
+            self._completer.start()
+            self._elector.start()
+            tasks = [
+                asyncio.create_task(self._heartbeat_loop(), name="jobyard-heartbeat"),
+                asyncio.create_task(self._maintenance_loop(), name="jobyard-maintenance"),
+            ]
+            await self._dispatch_loop()
+        finally:
+            await asyncio.shield(self._shutdown(tasks))
+
+    async def stop(self) -> None:
+        """Drain gracefully and return when the node has stopped. Idempotent; safe before
+        start (the dispatcher then never starts)."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        self._stopping.set()
+        self.notify()
+        if self._started and self._stopped is not None:
+            await self._stopped.wait()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        assert self._stopping is not None
+        assert self._stopped is not None
+        self._stopping.set()
+        try:
+            await self._drain()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._completer is not None:
+                await self._completer.stop()
+            await self._elector.stop(resign=True)
+            try:
+                await self.store.remove_node(self.node_id)
+            except Exception:
+                log.exception("removing node %s failed; it will expire", self.node_id)
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            log.info("node %s stopped", self.node_id)
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        grace = self.config.shutdown_grace_period.total_seconds()
+        tasks = [r.task for r in self._running.values()]
+        log.info(
+            "node %s stopping: waiting up to %.1fs for %d jobs", self.node_id, grace, len(tasks)
+        )
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for running in list(self._running.values()):
+            if running.task in pending:
+                running.reason = "shutdown"
+                running.ctx.cancelled.set()
+                running.task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    # -- dispatching -----------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        assert self._wake is not None
+        assert self._stopping is not None
+        poll = self.config.job_poll_interval.total_seconds()
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self._fill_slots()
+            except Exception:
+                log.exception(
+                    "claiming jobs failed on node %s; retrying at the next poll", self.node_id
+                )
+            if self._stopping.is_set():
+                break
+            await wait_event(self._wake, poll)
+
+    async def _fill_slots(self) -> None:
+        free = self.config.concurrency - len(self._running)
+        if free <= 0 or not self._runners:
+            return
+        types = self.job_types
+        limits = {t: lim for t in types if (lim := self.limits.limit_for(t)) is not None}
+        jobs = await self.store.claim_jobs(
+            ClaimParams(node_id=self.node_id, job_types=types, max_jobs=free, limits=limits)
+        )
+        self.claimed += len(jobs)
+        for job in jobs:
+            self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        timeout = self.config.timeout_for(job.type).total_seconds()
+        ctx = JobContext(job=job, node_id=self.node_id, deadline=time.monotonic() + timeout)
+        task = asyncio.create_task(self._execute(job, ctx, timeout), name=f"jobyard-job-{job.id}")
+        self._running[job.id] = _Running(job=job, ctx=ctx, task=task)
+
+    async def _execute(self, job: Job, ctx: JobContext, limit_s: float) -> None:
+        """The seed's `execute`: run, then record the outcome. Never raises."""
+        assert self._completer is not None
+        runner = self._runners[job.type]
+        error: str | None = None
+        timed_out = False
+        try:
+            async with asyncio.timeout(limit_s) as scope:
+                await runner(ctx, job, self._threads)
+        except asyncio.CancelledError:
+            running = self._running.pop(job.id, None)
+            ctx.cancelled.set()
+            reason = running.reason if running else None
+            if reason == "shutdown":
+                self._completer.submit(self._result(job, Outcome.RELEASED))
+            elif reason != "lost":
+                raise
+            return
+        except TimeoutError:
+            if scope.expired():
+                timed_out = True
+                ctx.cancelled.set()
+                error = f"timed out after {limit_s:g}s (job timeout)"
+            else:
+                error = "TimeoutError: raised by the executor"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._running.pop(job.id, None)
+        if error is None:
+            outcome = Outcome.COMPLETED
+        elif job.attempt < job.max_attempts:
+            outcome = Outcome.RETRY
+        else:
+            outcome = Outcome.FAILED
+        if error is not None:
+            log.log(
+                logging.WARNING if outcome is Outcome.RETRY else logging.ERROR,
+                "job %d (%s) attempt %d/%d %s: %s",
+                job.id,
+                job.type,
+                job.attempt,
+                job.max_attempts,
+                "timed out" if timed_out else "failed",
+                error,
+            )
+        self._completer.submit(self._result(job, outcome, error))
+        self.notify()  # a slot is free
+
+    def _result(self, job: Job, outcome: Outcome, error: str | None = None) -> JobResult:
+        delay = 0.0
+        if outcome is Outcome.RETRY:
+            delay = retry_delay(
+                job.attempt,
+                self.config.retry_backoff.total_seconds(),
+                self.config.retry_backoff_max.total_seconds(),
+            )
+        return JobResult(
+            job_id=job.id,
+            attempt=job.attempt,
+            owner=self.node_id,
+            outcome=outcome,
+            error=error,
+            retry_delay=delay,
+        )
+
+    # -- liveness and maintenance ----------------------------------------------------------
+    def _node_info(self) -> NodeInfo:
+        return NodeInfo(
+            node_id=self.node_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            job_types=tuple(self.job_types),
+            concurrency=self.config.concurrency,
+        )
+
+    async def _heartbeat_once(self) -> None:
+        before = {job_id: r.job.attempt for job_id, r in self._running.items()}
+        beat = await self.store.heartbeat_node(self._node_info(), self.config.leader_lease_duration)
+        for job_id, attempt in before.items():
+            running = self._running.get(job_id)
+            if running is None or (job_id, attempt) in beat.owned:
+                continue
+            # The database no longer has this attempt on this node (rescued after we were
+            # presumed dead): stop it, and its result would be dropped anyway.
+            log.warning(
+                "job %d attempt %d was taken away from node %s", job_id, attempt, self.node_id
+            )
+            running.reason = "lost"
+            running.ctx.cancelled.set()
+            running.task.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._stopping is not None
+        interval = self.config.heartbeat_interval.total_seconds()
+        while not self._stopping.is_set():
+            if await wait_event(self._stopping, interval):
+                return
+            try:
+                await self._heartbeat_once()
+            except Exception:
+                log.exception("heartbeat of node %s failed", self.node_id)
+
+    async def _maintenance_loop(self) -> None:
+        assert self._stopping is not None
+        interval = self.config.heartbeat_interval.total_seconds()
+        while not self._stopping.is_set():
+            if self._elector.is_leader:
+                try:
+                    await run_maintenance(self.store, self.config)
+                except Exception:
+                    log.exception("maintenance failed on leader %s", self.node_id)
+            await wait_event(self._stopping, interval)

@@ -1,0 +1,94 @@
+"""Executors: the code that does a job's work.
+
+The seed's `Executor` interface is an object with `async execute(ctx, job)`; raising fails the
+attempt. Plain functions work too, async or sync, taking `(ctx, job)` or just `(job)`. Sync ones
+run in the dispatcher's worker threads so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor as ThreadExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from jobyard.model import ConfigError, Job
+
+__all__ = ["Executor", "ExecutorLike", "JobContext", "Runner", "as_runner"]
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What an executor knows about the run it is in.
+
+    `cancelled` is set when the run is abandoned (timeout, shutdown past its grace period, or the
+    job was taken away). Async executors are cancelled outright; sync ones cannot be, so long
+    sync work should check `ctx.cancelled.is_set()` now and then and return early.
+    """
+
+    job: Job
+    node_id: str
+    deadline: float  # time.monotonic() value after which the run is timed out
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("jobyard.job"))
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the job times out."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """The seed's `Executor`: `async execute(ctx, job)`, raising to fail the attempt."""
+
+    async def execute(self, ctx: JobContext, job: Job) -> None: ...
+
+
+ExecutorLike = (
+    Executor
+    | Callable[[JobContext, Job], Awaitable[None]]
+    | Callable[[Job], Awaitable[None]]
+    | Callable[[JobContext, Job], None]
+    | Callable[[Job], None]
+)
+Runner = Callable[[JobContext, Job, ThreadExecutor], Awaitable[Any]]
+
+
+def as_runner(executor: Any) -> Runner:
+    """Adapt any accepted executor shape to one async callable; refuse anything else early."""
+    target = executor.execute if hasattr(executor, "execute") else executor
+    if not callable(target):
+        raise ConfigError(f"{executor!r} is not an executor: give an object with execute(ctx, job)")
+    try:
+        params = [
+            p
+            for p in inspect.signature(target).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    wants_ctx = len(params) != 1
+    is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an async __call__ on an instance
+    )
+
+    if is_async:
+
+        async def run_async(ctx: JobContext, job: Job, _pool: ThreadExecutor) -> Any:
+            return await (target(ctx, job) if wants_ctx else target(job))
+
+        return run_async
+
+    async def run_sync(ctx: JobContext, job: Job, pool: ThreadExecutor) -> Any:
+        loop = asyncio.get_running_loop()
+        if wants_ctx:
+            return await loop.run_in_executor(pool, target, ctx, job)
+        return await loop.run_in_executor(pool, target, job)
+
+    return run_sync

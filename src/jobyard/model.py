@@ -1,0 +1,98 @@
+"""The job record, its states and the errors jobyard raises.
+
+These are the seed's `model.Job` and job lifecycle, in Python form. Everything here is plain data:
+the store fills it in, the dispatcher and the user read it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "JobyardError",
+    "PayloadError",
+    "PayloadTooLarge",
+    "StoreError",
+    "UnknownJobType",
+]
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its lifecycle.
+
+    `pending → processing → completed | failed`, as in the seed, plus `cancelled`. A failed attempt
+    with attempts left goes back to `pending` with a later `run_at`. `completed`, `failed` and
+    `cancelled` are final.
+    """
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as the store last saw it.
+
+    `attempt` counts runs that have started: 0 while the job has never been claimed, 1 during and
+    after the first run. `(id, attempt, owner)` is the fencing token of a running job: a worker's
+    result is applied only while all three still match.
+    """
+
+    id: int
+    type: str
+    payload: Any
+    status: JobStatus
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    owner: str | None
+
+
+class JobyardError(Exception):
+    """Base class of every error jobyard raises on purpose."""
+
+
+class ConfigError(JobyardError, ValueError):
+    """A setting has a value jobyard cannot use. The message names the setting."""
+
+
+class UnknownJobType(JobyardError, LookupError):
+    """A job type was used that was never declared with `Queue.declare` or `register_executor`."""
+
+
+class PayloadError(JobyardError, ValueError):
+    """A payload does not fit its job type's model, or cannot be stored as JSON."""
+
+
+class PayloadTooLarge(PayloadError):
+    """A payload's JSON is larger than the configured maximum."""
+
+
+class JobNotFound(JobyardError, LookupError):
+    """No job has the given id."""
+
+
+class StoreError(JobyardError):
+    """The store was asked for something it cannot do (bad URL, schema too new, ...)."""

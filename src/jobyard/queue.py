@@ -1,0 +1,306 @@
+"""Queue: validate, serialize and insert jobs, then wake the dispatcher.
+
+The seed's `Queue`, with its `Enqueue`, `EnqueueWorkspaceInit`, `EnqueueSessionInit` and
+`SetNotifyFunc`. Job types are declared up front (by `declare` or by the dispatcher's
+`register_executor`); enqueueing an undeclared type, or a payload its model refuses, raises before
+anything is written.
+
+Async code awaits `enqueue`; sync code (a Flask or Django view) calls `enqueue_sync`. Both build the
+rows the same way and differ only in how the store runs the insert. Pass `conn=` to join your own
+open transaction: the job then exists if and only if that transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from jobyard.jobs.types import (
+    JOB_TYPE_SESSION_INIT,
+    JOB_TYPE_WORKSPACE_INIT,
+    SessionInitPayload,
+    WorkspaceInitPayload,
+)
+from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
+from jobyard.store.base import NewJob, Store
+
+__all__ = ["JOB_TYPE_PATTERN", "JobTypeSpec", "Queue"]
+
+JOB_TYPE_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+_INT32: Final = (-(2**31), 2**31 - 1)
+# Far enough for any real schedule, near enough that every store and datetime can hold it.
+_MAX_DELAY: Final = timedelta(days=366 * 100)
+
+
+@dataclass(frozen=True, slots=True)
+class JobTypeSpec:
+    """A declared job type and, optionally, the pydantic model its payload must fit."""
+
+    name: str
+    payload_model: type[BaseModel] | None = None
+
+
+class Queue:
+    """Puts jobs into a store. One Queue may serve many dispatchers and threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_payload_bytes: int = 1024 * 1024,
+        default_max_attempts: int = 3,
+    ) -> None:
+        if max_payload_bytes < 1:
+            raise ConfigError("max_payload_bytes must be at least 1")
+        if default_max_attempts < 1:
+            raise ConfigError("default_max_attempts must be at least 1")
+        self.store = store
+        self.max_payload_bytes = max_payload_bytes
+        self.default_max_attempts = default_max_attempts
+        self._types: dict[str, JobTypeSpec] = {}
+        self._notify: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self.declare(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload)
+        self.declare(JOB_TYPE_SESSION_INIT, SessionInitPayload)
+
+    # -- job types -------------------------------------------------------------------------
+    def declare(self, job_type: str, payload_model: type[BaseModel] | None = None) -> JobTypeSpec:
+        """Declare `job_type`, optionally with the model its payloads must fit.
+
+        Declaring a type again with no model keeps the model it has; with a different model it
+        replaces it.
+        """
+        if not isinstance(job_type, str) or not JOB_TYPE_PATTERN.fullmatch(job_type):
+            raise ConfigError(
+                f"job type {job_type!r} is not a valid name: use 1-128 letters, digits and "
+                "_ . : -, starting with a letter"
+            )
+        if payload_model is not None and not (
+            isinstance(payload_model, type) and issubclass(payload_model, BaseModel)
+        ):
+            raise ConfigError(f"payload model for {job_type!r} must be a pydantic BaseModel")
+        with self._lock:
+            current = self._types.get(job_type)
+            if payload_model is None and current is not None:
+                return current
+            spec = JobTypeSpec(job_type, payload_model)
+            self._types[job_type] = spec
+            return spec
+
+    @property
+    def job_types(self) -> Mapping[str, JobTypeSpec]:
+        return dict(self._types)
+
+    def set_notify_func(self, fn: Callable[[], None] | None) -> None:
+        """The seed's `SetNotifyFunc`: `fn` is called after every enqueue, from the enqueuing
+        thread. It must be cheap and thread-safe; the dispatcher's only sets a wake-up flag."""
+        self._notify = fn
+
+    # -- building rows ---------------------------------------------------------------------
+    def _serialize(self, spec: JobTypeSpec, payload: Any) -> str:
+        model = spec.payload_model
+        try:
+            if model is not None:
+                if isinstance(payload, BaseModel) and not isinstance(payload, model):
+                    raise PayloadError(
+                        f"payload for {spec.name!r} must be a {model.__name__}, "
+                        f"got {type(payload).__name__}"
+                    )
+                instance = payload if isinstance(payload, model) else model.model_validate(payload)
+                payload = instance.model_dump(mode="json", by_alias=True)
+            text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            size = len(text.encode("utf-8"))
+        except ValidationError as exc:
+            raise PayloadError(
+                f"payload for {spec.name!r} is invalid: {_first_errors(exc)}"
+            ) from None
+        except UnicodeEncodeError:
+            raise PayloadError(
+                f"payload for {spec.name!r} contains text that is not valid Unicode"
+            ) from None
+        except RecursionError:
+            raise PayloadError(f"payload for {spec.name!r} is nested too deeply") from None
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"payload for {spec.name!r} is not JSON: {exc}") from None
+        if size > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload for {spec.name!r} is {size} bytes; the limit is {self.max_payload_bytes}"
+            )
+        if "\x00" in text:
+            # PostgreSQL's jsonb cannot store NUL; refuse it on every store for equal semantics.
+            raise PayloadError(f"payload for {spec.name!r} contains a NUL character")
+        return text
+
+    def _build(
+        self,
+        job_type: str,
+        payloads: Iterable[Any],
+        *,
+        run_at: datetime | timedelta | None,
+        priority: int,
+        max_attempts: int | None,
+    ) -> list[NewJob]:
+        spec = self._types.get(job_type) if isinstance(job_type, str) else None
+        if spec is None:
+            raise UnknownJobType(
+                f"job type {job_type!r} is not declared; declare it with queue.declare() or "
+                "dispatcher.register_executor() first"
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise PayloadError(f"priority must be an integer, got {priority!r}")
+        if not _INT32[0] <= priority <= _INT32[1]:
+            raise PayloadError(f"priority must fit in 32 bits, got {priority}")
+        attempts = self.default_max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
+            raise PayloadError(f"max_attempts must be an integer from 1 to 1000, got {attempts!r}")
+        when = _resolve_run_at(run_at)
+        return [
+            NewJob(
+                type=job_type,
+                payload_json=self._serialize(spec, payload),
+                priority=priority,
+                max_attempts=attempts,
+                run_at=when,
+            )
+            for payload in payloads
+        ]
+
+    def _notify_enqueued(self) -> None:
+        fn = self._notify
+        if fn is not None:
+            fn()
+
+    # -- enqueue ---------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        conn: Any = None,
+    ) -> Job:
+        """The seed's `Enqueue`. `run_at` is an aware datetime or a delay from now; higher
+        `priority` runs first; `max_attempts` defaults to the queue's default (3)."""
+        (job,) = await self.enqueue_many(
+            job_type,
+            [payload],
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            conn=conn,
+        )
+        return job
+
+    async def enqueue_many(
+        self,
+        job_type: str,
+        payloads: Iterable[Any],
+        *,
+        run_at: datetime | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        conn: Any = None,
+    ) -> list[Job]:
+        """Enqueue one job per payload in a single statement and transaction: all or none."""
+        rows = self._build(
+            job_type, payloads, run_at=run_at, priority=priority, max_attempts=max_attempts
+        )
+        jobs = await self.store.enqueue_jobs(rows, conn=conn)
+        if jobs:
+            self._notify_enqueued()
+        return jobs
+
+    def enqueue_sync(
+        self,
+        job_type: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        conn: Any = None,
+    ) -> Job:
+        """`enqueue` for code without an event loop. `conn` may be your sqlite3 or psycopg
+        (sync) connection, with a transaction open."""
+        (job,) = self.enqueue_many_sync(
+            job_type,
+            [payload],
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            conn=conn,
+        )
+        return job
+
+    def enqueue_many_sync(
+        self,
+        job_type: str,
+        payloads: Iterable[Any],
+        *,
+        run_at: datetime | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        conn: Any = None,
+    ) -> list[Job]:
+        rows = self._build(
+            job_type, payloads, run_at=run_at, priority=priority, max_attempts=max_attempts
+        )
+        jobs = self.store.enqueue_jobs_sync(rows, conn=conn)
+        if jobs:
+            self._notify_enqueued()
+        return jobs
+
+    async def enqueue_workspace_init(self, workspace_id: str, *, conn: Any = None) -> Job:
+        """The seed's `EnqueueWorkspaceInit`: payload `{"workspaceId": workspace_id}`."""
+        return await self.enqueue(
+            JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload(workspace_id=workspace_id), conn=conn
+        )
+
+    async def enqueue_session_init(self, session_id: str, *, conn: Any = None) -> Job:
+        """The seed's `EnqueueSessionInit`: payload `{"sessionId": session_id}`."""
+        return await self.enqueue(
+            JOB_TYPE_SESSION_INIT, SessionInitPayload(session_id=session_id), conn=conn
+        )
+
+    def enqueue_workspace_init_sync(self, workspace_id: str, *, conn: Any = None) -> Job:
+        return self.enqueue_sync(
+            JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload(workspace_id=workspace_id), conn=conn
+        )
+
+    def enqueue_session_init_sync(self, session_id: str, *, conn: Any = None) -> Job:
+        return self.enqueue_sync(
+            JOB_TYPE_SESSION_INIT, SessionInitPayload(session_id=session_id), conn=conn
+        )
+
+
+def _resolve_run_at(run_at: datetime | timedelta | None) -> datetime | None:
+    if run_at is None:
+        return None
+    if isinstance(run_at, timedelta):
+        if not timedelta(0) <= run_at <= _MAX_DELAY:
+            raise PayloadError("run_at delay must be between 0 and 100 years")
+        return datetime.now(UTC) + run_at
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise PayloadError("run_at must be timezone-aware (for example datetime.now(UTC))")
+        if run_at - datetime.now(UTC) > _MAX_DELAY:
+            raise PayloadError("run_at is more than 100 years away")
+        return run_at
+    raise PayloadError(f"run_at must be a datetime or a timedelta, got {type(run_at).__name__}")
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

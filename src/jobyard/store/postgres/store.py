@@ -1,0 +1,429 @@
+"""The PostgreSQL store: many nodes on many hosts share one database.
+
+Connections come from a psycopg 3 pool in autocommit mode; a multi-statement operation (the
+claim) opens an explicit transaction. Every connection is named `jobyard:<node>:<role>` in
+`pg_stat_activity`. Code without an event loop (a Flask or Django view) enqueues through a small
+sync pool that opens on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from jobyard.model import Job, JobStatus, StoreError
+from jobyard.store.base import (
+    ClaimParams,
+    HeartbeatResult,
+    JobFilter,
+    JobResult,
+    LeaderTerm,
+    NewJob,
+    NodeInfo,
+    RescueResult,
+    StoreBase,
+    TypeCount,
+)
+from jobyard.store.sql import load_queries, migration_files
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise StoreError(
+        "PostgreSQL support needs the 'postgres' extra: pip install 'jobyard[postgres]'"
+    ) from exc
+
+__all__ = ["PostgresStore"]
+
+_Q: Final = load_queries("jobyard.store.postgres", "queries.sql")
+_MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
+# Session advisory lock held while migrating, so concurrent starts apply each migration once.
+_MIGRATION_LOCK: Final = 0x6A6F627961726400  # "jobyard\0"
+
+
+def type_lock_key(job_type: str) -> int:
+    """A stable signed 64-bit advisory-lock key for one job type (same on every host)."""
+    digest = hashlib.blake2b(f"jobyard:type:{job_type}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    """A `SELECT *` / `RETURNING *` row of jobyard_jobs, in column order."""
+    return Job(
+        id=row[0],
+        type=row[1],
+        payload=row[2],
+        status=JobStatus(row[3]),
+        priority=row[4],
+        attempt=row[5],
+        max_attempts=row[6],
+        run_at=row[7],
+        created_at=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        error=row[11],
+        owner=row[12],
+    )
+
+
+def _term(row: Sequence[Any]) -> LeaderTerm:
+    return LeaderTerm(leader_id=row[0], elected_at=row[1], expires_at=row[2])
+
+
+class PostgresStore(StoreBase):
+    """A `Store` on PostgreSQL (psycopg 3)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_name: str = "client",
+        min_size: int = 1,
+        max_size: int = 8,
+        auto_migrate: bool = True,
+    ) -> None:
+        self.url = url
+        self._node_name = node_name
+        self._auto_migrate = auto_migrate
+        self._migrated = False
+        self._pool_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": self.application_name("pool"),
+        }
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=self._pool_kwargs,
+            open=False,
+            configure=self._configure,
+        )
+        self._sync_pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql"
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({psycopg.conninfo.make_conninfo(self.url, password='***')!r})"
+
+    def application_name(self, role: str) -> str:
+        """`jobyard:<node>:<role>`, as shown in pg_stat_activity (at most 63 bytes)."""
+        return f"jobyard:{self._node_name}:{role}"[:63]
+
+    def set_node_name(self, node_name: str) -> None:
+        """Name this store's connections after the node that uses it; before first use."""
+        if self._opened:
+            return
+        self._node_name = node_name
+        self._pool_kwargs["application_name"] = self.application_name("pool")
+
+    @staticmethod
+    async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        # Keep a stuck session from pinning the MVCC horizon for ever.
+        await conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+
+    async def _open(self) -> None:
+        """Open the pool and migrate once, however many callers race to be first."""
+        async with self._open_lock:
+            if self._opened:
+                return
+            try:
+                await self._pool.open(wait=True, timeout=30)
+            except Exception as exc:
+                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            if self._auto_migrate and not self._migrated:
+                await self._migrate()
+            self._opened = True
+
+    async def _fetch(self, query: str, params: dict[str, Any] | None = None) -> list[Any]:
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall() if cursor.description else []
+
+    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+    # -- schema ----------------------------------------------------------------------------
+    async def migrate(self) -> int:
+        if not self._opened:
+            await self._open()
+        if self._migrated:
+            return len(migration_files(_MIGRATIONS_PACKAGE))
+        return await self._migrate()
+
+    async def _migrate(self) -> int:
+        known = migration_files(_MIGRATIONS_PACKAGE)
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS jobyard_migrations (version integer PRIMARY KEY,"
+                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cursor = await conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM jobyard_migrations"
+                )
+                row = await cursor.fetchone()
+                version = row[0] if row else 0
+                if version > len(known):
+                    raise StoreError(
+                        f"the database schema is version {version}, newer than this jobyard "
+                        f"knows ({len(known)}); upgrade jobyard"
+                    )
+                for number, name, script in known[version:]:
+                    async with conn.transaction():
+                        await conn.execute(script.encode())
+                        await conn.execute(
+                            "INSERT INTO jobyard_migrations (version, name) VALUES (%s, %s)",
+                            (number, name),
+                        )
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        self._migrated = True
+        return len(known)
+
+    async def close(self) -> None:
+        await self._pool.close()
+        if self._sync_pool is not None:
+            self._sync_pool.close()
+
+    async def now(self) -> datetime:
+        rows = await self._fetch("SELECT now()")
+        value: datetime = rows[0][0]
+        return value
+
+    # -- jobs ------------------------------------------------------------------------------
+    @staticmethod
+    def _insert_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+        return {
+            "types": [j.type for j in jobs],
+            "payloads": [j.payload_json for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "now": None,
+        }
+
+    async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        params = self._insert_params(jobs)
+        if conn is None:
+            rows = await self._fetch(_Q["insert_jobs"], params)
+        else:
+            if not isinstance(conn, psycopg.AsyncConnection):
+                raise StoreError(
+                    "async enqueue joins a psycopg.AsyncConnection's transaction; "
+                    "use enqueue_sync for a psycopg.Connection"
+                )
+            if not self._migrated:
+                await self._open()
+            cursor = await conn.execute(_Q["insert_jobs"], params)
+            rows = await cursor.fetchall()
+        return sorted((_job(r) for r in rows), key=lambda job: job.id)
+
+    def enqueue_jobs_sync(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        params = self._insert_params(jobs)
+        if conn is None:
+            with self._sync_connection() as own:
+                rows = own.execute(_Q["insert_jobs"], params).fetchall()
+        else:
+            if not isinstance(conn, psycopg.Connection):
+                raise StoreError(
+                    "enqueue_sync joins a psycopg.Connection's transaction; "
+                    "await enqueue for a psycopg.AsyncConnection"
+                )
+            rows = conn.execute(_Q["insert_jobs"], params).fetchall()
+        return sorted((_job(r) for r in rows), key=lambda job: job.id)
+
+    def _sync_connection(self) -> Any:
+        if self._sync_pool is None:
+            self._sync_pool = ConnectionPool(
+                self.url,
+                min_size=0,
+                max_size=4,
+                kwargs={"autocommit": True, "application_name": self.application_name("sync")},
+                open=True,
+            )
+        return self._sync_pool.connection()
+
+    async def claim_jobs(self, params: ClaimParams) -> list[Job]:
+        if params.max_jobs <= 0 or not params.job_types:
+            return []
+        if not self._opened:
+            await self._open()
+        types = list(params.job_types)
+        limits = [params.limits.get(t) for t in types]
+        query_params = {
+            "types": types,
+            "limits": limits,
+            "max_jobs": params.max_jobs,
+            "owner": params.node_id,
+            "now": params.now,
+        }
+        keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
+        async with self._pool.connection() as conn:
+            if keys:
+                async with conn.transaction():
+                    await conn.execute(_Q["lock_types"], {"keys": keys})
+                    cursor = await conn.execute(_Q["claim_jobs"], query_params)
+                    rows = await cursor.fetchall()
+            else:
+                cursor = await conn.execute(_Q["claim_jobs"], query_params)
+                rows = await cursor.fetchall()
+        jobs = [_job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def complete_jobs(
+        self, results: Sequence[JobResult], *, now: datetime | None = None
+    ) -> set[int]:
+        if not results:
+            return set()
+        params = {
+            "ids": [r.job_id for r in results],
+            "attempts": [r.attempt for r in results],
+            "owners": [r.owner for r in results],
+            "outcomes": [r.outcome.value for r in results],
+            "errors": [r.error for r in results],
+            "delays": [r.retry_delay for r in results],
+            "now": now,
+        }
+        return {row[0] for row in await self._fetch(_Q["complete_jobs"], params)}
+
+    async def get_job(self, job_id: int) -> Job | None:
+        rows = await self._fetch(_Q["get_job"], {"id": job_id})
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]:
+        flt = flt or JobFilter()
+        params = {
+            "status": None if flt.status is None else flt.status.value,
+            "type": flt.type,
+            "before_id": flt.before_id,
+            "limit": flt.limit,
+        }
+        return [_job(r) for r in await self._fetch(_Q["list_jobs"], params)]
+
+    async def count_jobs(self) -> list[TypeCount]:
+        rows = await self._fetch(_Q["count_jobs"])
+        return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
+
+    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
+        rows = await self._fetch(query, {"id": job_id, "now": now})
+        if rows:
+            return _job(rows[0])
+        return await self.get_job(job_id)
+
+    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+        return await self._update_one(_Q["cancel_job"], job_id, now)
+
+    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+        return await self._update_one(_Q["retry_job"], job_id, now)
+
+    # -- nodes -----------------------------------------------------------------------------
+    async def heartbeat_node(
+        self, node: NodeInfo, lease: timedelta, *, now: datetime | None = None
+    ) -> HeartbeatResult:
+        params = {
+            "node_id": node.node_id,
+            "hostname": node.hostname,
+            "pid": node.pid,
+            "job_types": list(node.job_types),
+            "concurrency": node.concurrency,
+            "now": now,
+            "lease": lease.total_seconds(),
+        }
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_Q["heartbeat_node"], params)
+            row = await cursor.fetchone()
+            cursor = await conn.execute(_Q["owned_jobs"], {"node_id": node.node_id})
+            owned = await cursor.fetchall()
+        return HeartbeatResult(
+            existed=bool(row and row[0]), owned=frozenset((i, a) for i, a in owned)
+        )
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._rowcount(_Q["remove_node"], {"node_id": node_id})
+
+    async def list_nodes(self, *, now: datetime | None = None) -> list[NodeInfo]:
+        rows = await self._fetch(_Q["list_nodes"], {"now": now})
+        return [
+            NodeInfo(
+                node_id=r[0],
+                hostname=r[1],
+                pid=r[2],
+                job_types=tuple(r[3]),
+                concurrency=r[4],
+                started_at=r[5],
+                heartbeat_at=r[6],
+                expires_at=r[7],
+            )
+            for r in rows
+        ]
+
+    async def delete_dead_nodes(self, *, now: datetime | None = None) -> int:
+        return await self._rowcount(_Q["delete_dead_nodes"], {"now": now})
+
+    # -- leadership ------------------------------------------------------------------------
+    async def try_acquire_leader(
+        self,
+        node_id: str,
+        lease: timedelta,
+        *,
+        term: LeaderTerm | None = None,
+        now: datetime | None = None,
+    ) -> LeaderTerm | None:
+        params: dict[str, Any] = {"node_id": node_id, "now": now, "lease": lease.total_seconds()}
+        if term is None:
+            rows = await self._fetch(_Q["elect_leader"], params)
+        else:
+            params["elected_at"] = term.elected_at
+            rows = await self._fetch(_Q["renew_leader"], params)
+        return _term(rows[0]) if rows else None
+
+    async def resign_leader(self, term: LeaderTerm) -> bool:
+        params = {"node_id": term.leader_id, "elected_at": term.elected_at}
+        return await self._rowcount(_Q["resign_leader"], params) == 1
+
+    async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None:
+        rows = await self._fetch(_Q["get_leader"], {"now": now})
+        return _term(rows[0]) if rows else None
+
+    # -- maintenance -----------------------------------------------------------------------
+    async def fail_stale_jobs(
+        self,
+        cutoff: datetime,
+        *,
+        job_types: Sequence[str] | None = None,
+        exclude_types: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> int:
+        params = {
+            "cutoff": cutoff,
+            "now": now,
+            "types": None if job_types is None else list(job_types),
+            "exclude_types": list(exclude_types),
+        }
+        return len(await self._fetch(_Q["fail_stale_jobs"], params))
+
+    async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
+        statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], {"now": now})]
+        return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))

@@ -1,0 +1,473 @@
+"""The SQLite store: jobyard's embedded default.
+
+One connection per store, used only from one dedicated thread, so the event loop never blocks
+on disk and SQLite never sees two threads on a connection. Every write is one `BEGIN IMMEDIATE`
+transaction: SQLite's single writer lock then serializes it against every other process that
+shares the file, which is what makes the per-type limits and the leader lease hold across
+processes. WAL lets readers go on while one process writes.
+
+Durability: `synchronous=FULL` by default, so an acknowledged enqueue survives a power cut.
+`synchronous="NORMAL"` is a documented opt-in that may lose the last commits on power loss
+(never on a process crash) in exchange for speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from jobyard.model import Job, JobStatus, StoreError
+from jobyard.store.base import (
+    ClaimParams,
+    HeartbeatResult,
+    JobFilter,
+    JobResult,
+    LeaderTerm,
+    NewJob,
+    NodeInfo,
+    RescueResult,
+    StoreBase,
+    TypeCount,
+)
+from jobyard.store.sql import load_queries, migration_files
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_Q: Final = load_queries("jobyard.store.sqlite", "queries.sql")
+_MIGRATIONS_PACKAGE: Final = "jobyard.store.sqlite.migrations"
+_SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _ts(value: datetime | None) -> float:
+    """Epoch seconds for `value`, or the host clock (the database clock on SQLite)."""
+    return time.time() if value is None else value.timestamp()
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _opt_dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    """A `SELECT *` row of jobyard_jobs, in column order."""
+    return Job(
+        id=row[0],
+        type=row[1],
+        payload=json.loads(row[2]),
+        status=JobStatus(row[3]),
+        priority=row[4],
+        attempt=row[5],
+        max_attempts=row[6],
+        run_at=_dt(row[7]),
+        created_at=_dt(row[8]),
+        started_at=_opt_dt(row[9]),
+        finished_at=_opt_dt(row[10]),
+        error=row[11],
+        owner=row[12],
+    )
+
+
+def _term(row: Sequence[Any]) -> LeaderTerm:
+    return LeaderTerm(leader_id=row[0], elected_at=_dt(row[1]), expires_at=_dt(row[2]))
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements, so they can run inside our own transaction
+    (`executescript` would commit first)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        raise StoreError("a migration ends with an incomplete statement")
+    return statements
+
+
+class SQLiteStore(StoreBase):
+    """A `Store` on one SQLite file. Several processes may share the file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        auto_migrate: bool = True,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise StoreError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.path = str(path)
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._auto_migrate = auto_migrate
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobyard-sqlite")
+        self._thread_id: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._migrated = False
+        self._closed = False
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite"
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """The store's connection; runs only on the store thread."""
+        if self._conn is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._conn = conn
+            self._thread_id = threading.get_ident()
+            if self._auto_migrate:
+                self._migrate(conn)
+        return self._conn
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the store thread and wait: the sync surface."""
+        if threading.get_ident() == self._thread_id:
+            return fn(self._connection())
+        return self._executor.submit(lambda: fn(self._connection())).result()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the store thread without blocking the event loop."""
+        future = self._executor.submit(lambda: fn(self._connection()))
+        return await asyncio.wrap_future(future)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one BEGIN IMMEDIATE transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- schema ----------------------------------------------------------------------------
+    def _migrate(self, conn: sqlite3.Connection) -> int:
+        def apply(c: sqlite3.Connection) -> int:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS jobyard_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = c.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
+            (version,) = current.fetchone()
+            known = migration_files(_MIGRATIONS_PACKAGE)
+            if version > len(known):
+                raise StoreError(
+                    f"the database schema is version {version}, newer than this jobyard "
+                    f"knows ({len(known)}); upgrade jobyard"
+                )
+            for number, name, script in known[version:]:
+                for statement in _split_statements(script):
+                    c.execute(statement)
+                c.execute(
+                    "INSERT INTO jobyard_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (number, name, time.time()),
+                )
+            return len(known)
+
+        result = self._write(conn, apply)
+        self._migrated = True
+        return result
+
+    async def migrate(self) -> int:
+        return await self._run(self._migrate)
+
+    async def close(self) -> None:
+        if not self._closed:
+            await asyncio.wrap_future(self._executor.submit(self._close))
+            self._executor.shutdown(wait=True)
+
+    def close_sync(self) -> None:
+        if not self._closed:
+            self._executor.submit(self._close).result()
+            self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._closed = True
+
+    async def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    # -- jobs ------------------------------------------------------------------------------
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+        rows = json.dumps(
+            [
+                [
+                    j.type,
+                    j.payload_json,
+                    j.priority,
+                    j.max_attempts,
+                    None if j.run_at is None else j.run_at.timestamp(),
+                ]
+                for j in jobs
+            ]
+        )
+        cursor = conn.execute(_Q["insert_jobs"], {"rows": rows, "now": time.time()})
+        return sorted((_job(r) for r in cursor.fetchall()), key=lambda job: job.id)
+
+    async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        if conn is not None:
+            return self.enqueue_jobs_sync(jobs, conn=conn)
+        return await self._run(lambda c: self._write(c, lambda w: self._insert(w, jobs)))
+
+    def enqueue_jobs_sync(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        if conn is None:
+            return self._call(lambda c: self._write(c, lambda w: self._insert(w, jobs)))
+        if not isinstance(conn, sqlite3.Connection):
+            raise StoreError(
+                f"the SQLite store joins a sqlite3.Connection's transaction, not {type(conn)!r}"
+            )
+        if not self._migrated:
+            self._call(lambda c: None)  # opens, and migrates, the schema first
+        # The caller's connection, the caller's transaction: Python's sqlite3 opens one before
+        # the INSERT unless the caller chose autocommit, and the job lives or dies with it.
+        return self._insert(conn, jobs)
+
+    async def claim_jobs(self, params: ClaimParams) -> list[Job]:
+        if params.max_jobs <= 0 or not params.job_types:
+            return []
+        return await self._run(lambda c: self._write(c, lambda w: self._claim(w, params)))
+
+    @staticmethod
+    def _claim(conn: sqlite3.Connection, params: ClaimParams) -> list[Job]:
+        now = _ts(params.now)
+        room: dict[str, int] = {t: params.max_jobs for t in params.job_types}
+        limited = [t for t in params.job_types if t in params.limits]
+        if limited:
+            running = dict(conn.execute(_Q["count_running"], {"types": json.dumps(limited)}))
+            for job_type in limited:
+                room[job_type] = min(
+                    params.max_jobs, params.limits[job_type] - running.get(job_type, 0)
+                )
+        candidates: list[tuple[int, float, int]] = []
+        for job_type, n in room.items():
+            if n > 0:
+                cursor = conn.execute(
+                    _Q["claim_candidates"], {"type": job_type, "now": now, "limit": n}
+                )
+                candidates.extend((-priority, run_at, id_) for id_, priority, run_at in cursor)
+        if not candidates:
+            return []
+        candidates.sort()
+        ids = [c[2] for c in candidates[: params.max_jobs]]
+        cursor = conn.execute(
+            _Q["claim_jobs"], {"ids": json.dumps(ids), "owner": params.node_id, "now": now}
+        )
+        jobs = [_job(r) for r in cursor.fetchall()]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def complete_jobs(
+        self, results: Sequence[JobResult], *, now: datetime | None = None
+    ) -> set[int]:
+        if not results:
+            return set()
+        rows = json.dumps(
+            [
+                [r.job_id, r.attempt, r.owner, r.outcome.value, r.error, r.retry_delay]
+                for r in results
+            ]
+        )
+        params = {"rows": rows, "now": _ts(now)}
+
+        def complete(conn: sqlite3.Connection) -> set[int]:
+            return {row[0] for row in conn.execute(_Q["complete_jobs"], params)}
+
+        return await self._run(lambda c: self._write(c, complete))
+
+    async def get_job(self, job_id: int) -> Job | None:
+        def get(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._run(get)
+
+    async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]:
+        flt = flt or JobFilter()
+        params = {
+            "status": None if flt.status is None else flt.status.value,
+            "type": flt.type,
+            "before_id": flt.before_id,
+            "limit": flt.limit,
+        }
+        return await self._run(
+            lambda c: [_job(r) for r in c.execute(_Q["list_jobs"], params).fetchall()]
+        )
+
+    async def count_jobs(self) -> list[TypeCount]:
+        rows = await self._run(lambda c: c.execute(_Q["count_jobs"]).fetchall())
+        return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
+
+    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
+        def update(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(query, {"id": job_id, "now": _ts(now)}).fetchone()
+            if row is None:
+                row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._run(lambda c: self._write(c, update))
+
+    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+        return await self._update_one(_Q["cancel_job"], job_id, now)
+
+    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+        return await self._update_one(_Q["retry_job"], job_id, now)
+
+    # -- nodes -----------------------------------------------------------------------------
+    async def heartbeat_node(
+        self, node: NodeInfo, lease: timedelta, *, now: datetime | None = None
+    ) -> HeartbeatResult:
+        params = {
+            "node_id": node.node_id,
+            "hostname": node.hostname,
+            "pid": node.pid,
+            "job_types": json.dumps(list(node.job_types)),
+            "concurrency": node.concurrency,
+            "now": _ts(now),
+            "lease": lease.total_seconds(),
+        }
+
+        def beat(conn: sqlite3.Connection) -> HeartbeatResult:
+            existed = conn.execute(_Q["renew_node"], params).rowcount == 1
+            if not existed:
+                conn.execute(_Q["insert_node"], params)
+            owned = conn.execute(_Q["owned_jobs"], {"node_id": node.node_id}).fetchall()
+            return HeartbeatResult(existed=existed, owned=frozenset((i, a) for i, a in owned))
+
+        return await self._run(lambda c: self._write(c, beat))
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._run(
+            lambda c: self._write(c, lambda w: w.execute(_Q["remove_node"], {"node_id": node_id}))
+        )
+
+    async def list_nodes(self, *, now: datetime | None = None) -> list[NodeInfo]:
+        def nodes(conn: sqlite3.Connection) -> list[NodeInfo]:
+            rows = conn.execute(_Q["list_nodes"], {"now": _ts(now)}).fetchall()
+            return [
+                NodeInfo(
+                    node_id=r[0],
+                    hostname=r[1],
+                    pid=r[2],
+                    job_types=tuple(json.loads(r[3])),
+                    concurrency=r[4],
+                    started_at=_dt(r[5]),
+                    heartbeat_at=_dt(r[6]),
+                    expires_at=_dt(r[7]),
+                )
+                for r in rows
+            ]
+
+        return await self._run(nodes)
+
+    async def delete_dead_nodes(self, *, now: datetime | None = None) -> int:
+        params = {"now": _ts(now)}
+        return await self._run(
+            lambda c: self._write(c, lambda w: w.execute(_Q["delete_dead_nodes"], params).rowcount)
+        )
+
+    # -- leadership ------------------------------------------------------------------------
+    async def try_acquire_leader(
+        self,
+        node_id: str,
+        lease: timedelta,
+        *,
+        term: LeaderTerm | None = None,
+        now: datetime | None = None,
+    ) -> LeaderTerm | None:
+        params: dict[str, Any] = {
+            "node_id": node_id,
+            "now": _ts(now),
+            "lease": lease.total_seconds(),
+        }
+        if term is None:
+            query = _Q["elect_leader"]
+        else:
+            query = _Q["renew_leader"]
+            params["elected_at"] = term.elected_at.timestamp()
+
+        def acquire(conn: sqlite3.Connection) -> LeaderTerm | None:
+            row = conn.execute(query, params).fetchone()
+            return None if row is None else _term(row)
+
+        return await self._run(lambda c: self._write(c, acquire))
+
+    async def resign_leader(self, term: LeaderTerm) -> bool:
+        params = {"node_id": term.leader_id, "elected_at": term.elected_at.timestamp()}
+        return await self._run(
+            lambda c: self._write(c, lambda w: w.execute(_Q["resign_leader"], params).rowcount) == 1
+        )
+
+    async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None:
+        def get(conn: sqlite3.Connection) -> LeaderTerm | None:
+            row = conn.execute(_Q["get_leader"], {"now": _ts(now)}).fetchone()
+            return None if row is None else _term(row)
+
+        return await self._run(get)
+
+    # -- maintenance -----------------------------------------------------------------------
+    async def fail_stale_jobs(
+        self,
+        cutoff: datetime,
+        *,
+        job_types: Sequence[str] | None = None,
+        exclude_types: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> int:
+        params = {
+            "cutoff": cutoff.timestamp(),
+            "now": _ts(now),
+            "types": None if job_types is None else json.dumps(list(job_types)),
+            "exclude_types": json.dumps(list(exclude_types)),
+        }
+        return await self._run(
+            lambda c: self._write(
+                c, lambda w: len(w.execute(_Q["fail_stale_jobs"], params).fetchall())
+            )
+        )
+
+    async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
+        def rescue(conn: sqlite3.Connection) -> RescueResult:
+            statuses = [r[0] for r in conn.execute(_Q["rescue_orphaned_jobs"], {"now": _ts(now)})]
+            return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))
+
+        return await self._run(lambda c: self._write(c, rescue))
