@@ -8,6 +8,7 @@ naming the setting, so a typo fails at start rather than in the middle of the ni
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Self
 
@@ -27,18 +28,24 @@ __all__ = ["DEFAULT_DATABASE_URL", "Config"]
 
 DEFAULT_DATABASE_URL = "sqlite:///jobyard.db"
 
+# The settings `Config.from_env` took from the environment, so errors name JOBYARD_<SETTING>.
+_ENV_FIELDS: ContextVar[frozenset[str]] = ContextVar("jobyard_env_fields", default=frozenset())
+
 
 def _as_timedelta(value: Any) -> Any:
     """Accept seconds as a number or numeric string; leave everything else to pydantic."""
     if isinstance(value, bool):
-        return value  # pydantic rejects it with a clear message
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        raise ValueError("must be a number of seconds or a timedelta, not a boolean")
     if isinstance(value, str):
         try:
-            return timedelta(seconds=float(value))
-        except (ValueError, OverflowError):
-            return value
+            value = float(value)
+        except ValueError:
+            return value  # pydantic reports it (it may still be an ISO 8601 duration)
+    if isinstance(value, int | float):
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ValueError(f"{value} seconds is not a usable duration") from None
     return value
 
 
@@ -181,7 +188,7 @@ class Config(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
+            raise ConfigError(_describe(exc, from_env=_ENV_FIELDS.get())) from None
 
     def timeout_for(self, job_type: str) -> timedelta:
         """The timeout that applies to jobs of `job_type`."""
@@ -196,16 +203,23 @@ class Config(BaseModel):
         try:
             values = _EnvSettings().model_dump(exclude_unset=True)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, prefix="JOBYARD_")) from None
-        values.update(overrides)
-        return cls(**values)
+            raise ConfigError(_describe(exc, from_env=set(_EnvSettings.model_fields))) from None
+        token = _ENV_FIELDS.set(frozenset(set(values) - set(overrides)))
+        try:
+            return cls(**{**values, **overrides})
+        finally:
+            _ENV_FIELDS.reset(token)
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
+def _describe(exc: ValidationError, from_env: set[str] | frozenset[str] = frozenset()) -> str:
+    """One line naming each bad setting, as the user spelled it (`JOBYARD_X` if from the env)."""
     parts = []
     for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"]) or "config"
-        name = f"{prefix}{loc.upper()}" if prefix else loc
+        field = str(error["loc"][0]) if error["loc"] else "config"
+        rest = ".".join(str(p) for p in error["loc"][1:])
+        name = f"JOBYARD_{field.upper()} ({field})" if field in from_env else field
+        if rest:
+            name = f"{name}.{rest}"
         message = error["msg"].removeprefix("Value error, ")
         parts.append(f"{name}: {message}")
     return "invalid jobyard configuration: " + "; ".join(parts)

@@ -37,6 +37,9 @@ JOB_TYPE_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
 _INT32: Final = (-(2**31), 2**31 - 1)
 # Far enough for any real schedule, near enough that every store and datetime can hold it.
 _MAX_DELAY: Final = timedelta(days=366 * 100)
+# json.dumps writes NUL as the escape \u0000; an even run of backslashes before it would be
+# literal backslashes in the text, not an escape.
+_NUL_ESCAPE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +109,13 @@ class Queue:
     # -- building rows ---------------------------------------------------------------------
     def _serialize(self, spec: JobTypeSpec, payload: Any) -> str:
         model = spec.payload_model
+        if model is not None and isinstance(payload, BaseModel) and not isinstance(payload, model):
+            raise PayloadError(
+                f"payload for {spec.name!r} must be a {model.__name__}, "
+                f"got {type(payload).__name__}"
+            )
         try:
             if model is not None:
-                if isinstance(payload, BaseModel) and not isinstance(payload, model):
-                    raise PayloadError(
-                        f"payload for {spec.name!r} must be a {model.__name__}, "
-                        f"got {type(payload).__name__}"
-                    )
                 instance = payload if isinstance(payload, model) else model.model_validate(payload)
                 payload = instance.model_dump(mode="json", by_alias=True)
             text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -133,7 +136,7 @@ class Queue:
             raise PayloadTooLarge(
                 f"payload for {spec.name!r} is {size} bytes; the limit is {self.max_payload_bytes}"
             )
-        if "\x00" in text:
+        if _NUL_ESCAPE.search(text):
             # PostgreSQL's jsonb cannot store NUL; refuse it on every store for equal semantics.
             raise PayloadError(f"payload for {spec.name!r} contains a NUL character")
         return text
@@ -261,25 +264,17 @@ class Queue:
 
     async def enqueue_workspace_init(self, workspace_id: str, *, conn: Any = None) -> Job:
         """The seed's `EnqueueWorkspaceInit`: payload `{"workspaceId": workspace_id}`."""
-        return await self.enqueue(
-            JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload(workspace_id=workspace_id), conn=conn
-        )
+        return await self.enqueue(JOB_TYPE_WORKSPACE_INIT, {"workspaceId": workspace_id}, conn=conn)
 
     async def enqueue_session_init(self, session_id: str, *, conn: Any = None) -> Job:
         """The seed's `EnqueueSessionInit`: payload `{"sessionId": session_id}`."""
-        return await self.enqueue(
-            JOB_TYPE_SESSION_INIT, SessionInitPayload(session_id=session_id), conn=conn
-        )
+        return await self.enqueue(JOB_TYPE_SESSION_INIT, {"sessionId": session_id}, conn=conn)
 
     def enqueue_workspace_init_sync(self, workspace_id: str, *, conn: Any = None) -> Job:
-        return self.enqueue_sync(
-            JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload(workspace_id=workspace_id), conn=conn
-        )
+        return self.enqueue_sync(JOB_TYPE_WORKSPACE_INIT, {"workspaceId": workspace_id}, conn=conn)
 
     def enqueue_session_init_sync(self, session_id: str, *, conn: Any = None) -> Job:
-        return self.enqueue_sync(
-            JOB_TYPE_SESSION_INIT, SessionInitPayload(session_id=session_id), conn=conn
-        )
+        return self.enqueue_sync(JOB_TYPE_SESSION_INIT, {"sessionId": session_id}, conn=conn)
 
 
 def _resolve_run_at(run_at: datetime | timedelta | None) -> datetime | None:
@@ -292,8 +287,8 @@ def _resolve_run_at(run_at: datetime | timedelta | None) -> datetime | None:
     if isinstance(run_at, datetime):
         if run_at.tzinfo is None or run_at.utcoffset() is None:
             raise PayloadError("run_at must be timezone-aware (for example datetime.now(UTC))")
-        if run_at - datetime.now(UTC) > _MAX_DELAY:
-            raise PayloadError("run_at is more than 100 years away")
+        if abs(run_at - datetime.now(UTC)) > _MAX_DELAY:
+            raise PayloadError("run_at must be within 100 years of now")
         return run_at
     raise PayloadError(f"run_at must be a datetime or a timedelta, got {type(run_at).__name__}")
 

@@ -73,7 +73,10 @@ def as_runner(executor: Any) -> Runner:
         ]
     except (TypeError, ValueError):
         params = []
-    wants_ctx = len(params) != 1
+    required = [p for p in params if p.default is p.empty]
+    # (job) or (ctx, job): decided by the required positional parameters; optional ones
+    # after them are left alone.
+    wants_ctx = len(required) >= 2 or (len(required) == 0 and len(params) != 1)
     is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
         getattr(target, "__call__", None)  # noqa: B004 - an async __call__ on an instance
     )
@@ -87,8 +90,10 @@ def as_runner(executor: Any) -> Runner:
 
     async def run_sync(ctx: JobContext, job: Job, pool: ThreadExecutor) -> Any:
         loop = asyncio.get_running_loop()
-        if wants_ctx:
-            return await loop.run_in_executor(pool, target, ctx, job)
-        return await loop.run_in_executor(pool, target, job)
+        args = (ctx, job) if wants_ctx else (job,)
+        result = await loop.run_in_executor(pool, target, *args)
+        if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
+            return await result
+        return result
 
     return run_sync

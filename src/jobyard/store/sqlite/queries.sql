@@ -114,15 +114,16 @@ WHERE jobyard_leader.expires_at <= :now
 RETURNING leader_id, elected_at, expires_at;
 
 -- name: renew_leader
--- Extend exactly this term, and only while it has not expired.
+-- Extend exactly this term, and only while it has not expired. A term's time goes through a
+-- Python datetime (microseconds) and back, hence the match within a microsecond.
 UPDATE jobyard_leader SET expires_at = :now + :lease
-WHERE name = 'default' AND leader_id = :node_id AND elected_at = :elected_at
+WHERE name = 'default' AND leader_id = :node_id AND abs(elected_at - :elected_at) < 1e-6
   AND expires_at > :now
 RETURNING leader_id, elected_at, expires_at;
 
 -- name: resign_leader
 DELETE FROM jobyard_leader
-WHERE name = 'default' AND leader_id = :node_id AND elected_at = :elected_at;
+WHERE name = 'default' AND leader_id = :node_id AND abs(elected_at - :elected_at) < 1e-6;
 
 -- name: get_leader
 SELECT leader_id, elected_at, expires_at FROM jobyard_leader

@@ -1,0 +1,361 @@
+"""The dispatcher against real stores: the seed's test, limits, failures, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from jobyard import (
+    JOB_TYPE_WORKSPACE_INIT,
+    Config,
+    Dispatcher,
+    Job,
+    JobContext,
+    JobStatus,
+    Limits,
+    Queue,
+    WorkspaceInitExecutor,
+)
+from jobyard.store.base import Store
+
+FAST = {
+    "job_poll_interval": 0.05,
+    "heartbeat_interval": 0.2,
+    "leader_lease_duration": 1.0,
+    "retry_backoff": 0.01,
+    "retry_backoff_max": 0.05,
+}
+
+
+@asynccontextmanager
+async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
+    task = asyncio.create_task(dispatcher.start())
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()
+        await task
+
+
+async def wait_until(predicate: Callable[[], Any], limit_s: float = 10.0) -> None:
+    """Wait for a condition that store state will reach; polls the store, never sleeps blind."""
+    deadline = time.monotonic() + limit_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def final_statuses(store: Store) -> Callable[[], Any]:
+    async def check() -> bool:
+        return all(j.status.is_final for j in await store.list_jobs())
+
+    return check
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Peak number of intervals open at one instant; an end at t closes before a start at t."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+async def test_dispatcher_process_runs_an_enqueued_workspace_init_within_a_second(
+    store: Store, queue: Queue
+) -> None:
+    """The seed's TestDispatcher_Process, on a real store."""
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    executed: asyncio.Queue[int] = asyncio.Queue()
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        await executed.put(job.id)
+
+    dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, execute)
+    async with running(dispatcher):
+        job = await queue.enqueue_workspace_init("workspace-1")
+        assert await asyncio.wait_for(executed.get(), timeout=1.0) == job.id
+
+
+async def test_enqueue_wakes_an_idle_dispatcher_at_once(store: Store, queue: Queue) -> None:
+    # A poll interval of a minute: only the notify hook can make this job start in time.
+    config = Config(**{**FAST, "job_poll_interval": 60})
+    dispatcher = Dispatcher(config, store, queue)
+    started = asyncio.Event()
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        started.set()
+
+    dispatcher.register_executor("ping", execute)
+    async with running(dispatcher):
+        await wait_until(_has_claimed_nothing(dispatcher))
+        await queue.enqueue("ping", {})
+        await asyncio.wait_for(started.wait(), timeout=1.0)
+
+
+def _has_claimed_nothing(dispatcher: Dispatcher) -> Callable[[], Any]:
+    async def check() -> bool:
+        return dispatcher.claimed == 0 and dispatcher.is_leader
+
+    return check
+
+
+async def test_bundled_workspace_executor_calls_the_service(store: Store, queue: Queue) -> None:
+    class Service:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+            self.done = asyncio.Event()
+
+        async def initialize(self, workspace_id: str) -> None:
+            self.seen.append(workspace_id)
+            self.done.set()
+
+    service = Service()
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(service))
+    async with running(dispatcher):
+        await queue.enqueue_workspace_init("ws-42")
+        await asyncio.wait_for(service.done.wait(), timeout=5)
+    assert service.seen == ["ws-42"]
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_type_limit_is_never_exceeded(store: Store, queue: Queue, limit: int) -> None:
+    dispatcher = Dispatcher(
+        Config(**{**FAST, "concurrency": 8}), store, queue, Limits({"work": limit})
+    )
+    intervals: list[tuple[float, float]] = []
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(0.01)  # the job's own work, not a wait in the test
+        intervals.append((start, time.monotonic()))
+
+    dispatcher.register_executor("work", execute)
+    async with running(dispatcher):
+        await queue.enqueue_many("work", [{"i": i} for i in range(30)])
+        await wait_until(final_statuses(store), limit_s=30)
+    assert len(intervals) == 30
+    assert max_overlap(intervals) == limit
+    assert {j.status for j in await store.list_jobs()} == {JobStatus.COMPLETED}
+
+
+async def test_failing_job_is_retried_with_backoff_then_fails_with_its_error(
+    store: Store, queue: Queue
+) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    attempts: list[tuple[int, float]] = []
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        attempts.append((job.attempt, time.monotonic()))
+        raise ValueError(f"broken on attempt {job.attempt}")
+
+    dispatcher.register_executor("flaky", execute)
+    async with running(dispatcher):
+        job = await queue.enqueue("flaky", {}, max_attempts=3)
+        await wait_until(final_statuses(store))
+    final = await store.get_job(job.id)
+    assert final is not None
+    assert final.status is JobStatus.FAILED
+    assert final.attempt == 3
+    assert final.error == "ValueError: broken on attempt 3"
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(attempts)]
+    assert all(gap >= 0.005 for gap in gaps)  # at least half the first backoff (0.01s)
+
+
+async def test_job_that_succeeds_on_retry_ends_completed(store: Store, queue: Queue) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+
+    def execute(job: Job) -> None:  # a sync executor taking only the job
+        if job.attempt == 1:
+            raise RuntimeError("first try fails")
+
+    dispatcher.register_executor("twice", execute)
+    async with running(dispatcher):
+        job = await queue.enqueue("twice", {})
+        await wait_until(final_statuses(store))
+    final = await store.get_job(job.id)
+    assert final is not None
+    assert (final.status, final.attempt, final.error) == (JobStatus.COMPLETED, 2, None)
+
+
+async def test_timeout_cancels_the_executor_and_records_a_timeout_error(
+    store: Store, queue: Queue
+) -> None:
+    config = Config(**FAST, job_timeouts={"slow": 0.2})
+    dispatcher = Dispatcher(config, store, queue)
+    cancelled = asyncio.Event()
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        try:
+            await asyncio.Event().wait()  # never finishes on its own
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    dispatcher.register_executor("slow", execute)
+    async with running(dispatcher):
+        job = await queue.enqueue("slow", {}, max_attempts=1)
+        await wait_until(final_statuses(store))
+    final = await store.get_job(job.id)
+    assert final is not None
+    assert final.status is JobStatus.FAILED
+    assert final.error == "timed out after 0.2s (job timeout)"
+    assert cancelled.is_set()
+
+
+async def test_sync_executor_runs_in_a_thread_and_does_not_block_the_loop(
+    store: Store, queue: Queue
+) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    release = threading.Event()
+    threads: list[str] = []
+
+    def blocking(ctx: JobContext, job: Job) -> None:
+        threads.append(threading.current_thread().name)
+        release.wait(timeout=10)
+
+    dispatcher.register_executor("blocking", blocking)
+    async with running(dispatcher):
+        job = await queue.enqueue("blocking", {})
+
+        async def is_processing() -> bool:
+            current = await store.get_job(job.id)
+            return current is not None and current.status is JobStatus.PROCESSING
+
+        await wait_until(is_processing)  # the loop is free while the thread blocks
+        release.set()
+        await wait_until(final_statuses(store))
+    assert threads
+    assert threads[0] != threading.current_thread().name
+
+
+async def test_stop_hands_unfinished_jobs_back_to_pending(store: Store, queue: Queue) -> None:
+    config = Config(**FAST, shutdown_grace_period=0.1)
+    dispatcher = Dispatcher(config, store, queue)
+    started = asyncio.Event()
+    finishing = asyncio.Event()
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        if job.payload["quick"]:
+            await finishing.wait()
+            return
+        started.set()
+        await asyncio.Event().wait()
+
+    dispatcher.register_executor("long", execute)
+    task = asyncio.create_task(dispatcher.start())
+    slow = await queue.enqueue("long", {"quick": False})
+    quick = await queue.enqueue("long", {"quick": True})
+    await asyncio.wait_for(started.wait(), timeout=5)
+    stopping = asyncio.create_task(dispatcher.stop())
+    finishing.set()  # the quick job finishes within the grace period
+    await stopping
+    await task
+    slow_after = await store.get_job(slow.id)
+    quick_after = await store.get_job(quick.id)
+    assert slow_after is not None
+    assert quick_after is not None
+    assert (slow_after.status, slow_after.attempt, slow_after.owner) == (JobStatus.PENDING, 0, None)
+    assert quick_after.status is JobStatus.COMPLETED
+    assert await store.list_nodes() == []
+    assert await store.get_leader() is None  # resigned on a clean stop
+
+
+async def test_single_node_becomes_leader_at_start_and_resigns_on_stop(
+    store: Store, queue: Queue
+) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+
+    async def leads() -> bool:
+        leader = await store.get_leader()
+        return (
+            dispatcher.is_leader and leader is not None and leader.leader_id == dispatcher.node_id
+        )
+
+    async with running(dispatcher):
+        await wait_until(leads, limit_s=5)
+    assert not dispatcher.is_leader
+    assert await store.get_leader() is None
+
+
+async def test_leader_fails_stale_jobs_and_rescues_jobs_of_dead_nodes(
+    store: Store, queue: Queue
+) -> None:
+    from jobyard.store.base import ClaimParams
+
+    queue.declare("orphan")
+    queue.declare("stuck")
+    orphan = await queue.enqueue("orphan", {})
+    stuck = await queue.enqueue("stuck", {}, max_attempts=5)
+    # A node that claimed these and died without ever heartbeating ("ghost"), and one that is
+    # alive but stuck ("zombie", heartbeating from outside the dispatcher).
+    await store.claim_jobs(ClaimParams(node_id="ghost", job_types=["orphan"], max_jobs=1))
+    from datetime import timedelta
+
+    from jobyard.store.base import NodeInfo
+
+    zombie = NodeInfo("zombie", "h", 1, ("stuck",), 1)
+    await store.heartbeat_node(zombie, timedelta(minutes=5))
+    await store.claim_jobs(ClaimParams(node_id="zombie", job_types=["stuck"], max_jobs=1))
+
+    config = Config(**FAST, job_timeouts={"stuck": 0.1})
+    dispatcher = Dispatcher(config, store, queue)
+
+    async def both_handled() -> bool:
+        a, b = await store.get_job(orphan.id), await store.get_job(stuck.id)
+        return (
+            a is not None
+            and b is not None
+            and a.status is JobStatus.PENDING
+            and b.status is JobStatus.FAILED
+        )
+
+    async with running(dispatcher):
+        await wait_until(both_handled, limit_s=10)
+    stuck_after = await store.get_job(stuck.id)
+    orphan_after = await store.get_job(orphan.id)
+    assert stuck_after is not None
+    assert orphan_after is not None
+    assert stuck_after.error is not None
+    assert "timed out" in stuck_after.error
+    assert orphan_after.error is not None
+    assert "ghost" in orphan_after.error
+
+
+async def test_cancelling_the_start_task_still_drains(store: Store, queue: Queue) -> None:
+    dispatcher = Dispatcher(Config(**FAST, shutdown_grace_period=0), store, queue)
+    started = asyncio.Event()
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    dispatcher.register_executor("hang", execute)
+    task = asyncio.create_task(dispatcher.start())
+    job = await queue.enqueue("hang", {})
+    await asyncio.wait_for(started.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    after = await store.get_job(job.id)
+    assert after is not None
+    assert after.status is JobStatus.PENDING
+
+
+async def test_stop_before_start_is_safe_and_prevents_start(store: Store, queue: Queue) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    await dispatcher.stop()
+    await dispatcher.stop()
+    await asyncio.wait_for(dispatcher.start(), timeout=5)  # returns at once: already stopped
+    assert dispatcher.claimed == 0
