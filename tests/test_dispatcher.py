@@ -359,3 +359,27 @@ async def test_stop_before_start_is_safe_and_prevents_start(store: Store, queue:
     await dispatcher.stop()
     await asyncio.wait_for(dispatcher.start(), timeout=5)  # returns at once: already stopped
     assert dispatcher.claimed == 0
+
+
+async def test_status_shows_types_no_live_node_serves(store: Store, queue: Queue) -> None:
+    from jobyard.status import cluster_status
+
+    dispatcher = Dispatcher(Config(**FAST), store, queue, Limits({"served": 2}))
+    dispatcher.register_executor("served", lambda job: None)
+    queue.declare("nobody")
+    await queue.enqueue("nobody", {})
+
+    async def registered() -> bool:
+        return len(await store.list_nodes()) == 1
+
+    async with running(dispatcher):
+        await wait_until(registered)
+        status = await cluster_status(store, dispatcher.limits)
+    assert status.unserved == ["nobody"]
+    by_type = {t.type: t for t in status.types}
+    assert by_type["served"].served
+    assert by_type["served"].limit == 2
+    assert by_type["nobody"].pending == 1
+    assert [n.node_id for n in status.nodes] == [dispatcher.node_id]
+    nobody = await store.list_jobs()
+    assert [j.status for j in nobody] == [JobStatus.PENDING]  # it waits, untouched

@@ -476,3 +476,15 @@ async def test_migrate_is_idempotent_and_refuses_a_newer_schema(store_url: str) 
             await newer.migrate()
     finally:
         await newer.close()
+
+
+async def test_prune_deletes_old_finished_jobs_in_bounded_batches(store: Store) -> None:
+    jobs = await store.enqueue_jobs([new() for _ in range(5)] + [new("keep")])
+    for job in jobs[:5]:
+        await store.cancel_job(job.id)
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert await store.prune_jobs(JobStatus.COMPLETED, later) == 0
+    assert await store.prune_jobs(JobStatus.CANCELLED, later, batch_size=2) == 2
+    assert await store.prune_jobs(JobStatus.CANCELLED, later - timedelta(hours=1)) == 0
+    assert await store.prune_jobs(JobStatus.CANCELLED, later, batch_size=10) == 3
+    assert [j.type for j in await store.list_jobs()] == ["keep"]  # pending is never pruned

@@ -98,6 +98,20 @@ class Config(BaseModel):
     max_payload_bytes: int = Field(
         default=1024 * 1024, description="Largest accepted payload, as UTF-8 JSON."
     )
+    listen: bool = Field(
+        default=True,
+        description="Wake on enqueue notifications (PostgreSQL LISTEN, SQLite change counter). "
+        "False is poll-only mode, for connection poolers that break LISTEN.",
+    )
+    retention_completed: timedelta = Field(
+        default=timedelta(days=1), description="How long completed jobs are kept."
+    )
+    retention_cancelled: timedelta = Field(
+        default=timedelta(days=1), description="How long cancelled jobs are kept."
+    )
+    retention_failed: timedelta = Field(
+        default=timedelta(days=7), description="How long failed jobs are kept."
+    )
 
     @field_validator(
         "job_poll_interval",
@@ -107,6 +121,9 @@ class Config(BaseModel):
         "retry_backoff",
         "retry_backoff_max",
         "shutdown_grace_period",
+        "retention_completed",
+        "retention_cancelled",
+        "retention_failed",
         mode="before",
     )
     @classmethod
@@ -127,6 +144,9 @@ class Config(BaseModel):
         "job_timeout",
         "retry_backoff",
         "retry_backoff_max",
+        "retention_completed",
+        "retention_cancelled",
+        "retention_failed",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -243,3 +263,7 @@ class _EnvSettings(BaseSettings):
     retry_backoff_max: str | None = None
     shutdown_grace_period: str | None = None
     max_payload_bytes: int | None = None
+    listen: bool | None = None
+    retention_completed: str | None = None
+    retention_cancelled: str | None = None
+    retention_failed: str | None = None

@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,7 +33,15 @@ from jobyard.dispatcher.maintenance import run_maintenance
 from jobyard.dispatcher.waiting import wait_event
 from jobyard.model import Job, JobyardError
 from jobyard.queue import Queue
-from jobyard.store.base import ClaimParams, JobResult, NodeInfo, Outcome, Store
+from jobyard.store.base import (
+    CHANNEL_LEADER,
+    ClaimParams,
+    JobResult,
+    LeaderTerm,
+    NodeInfo,
+    Outcome,
+    Store,
+)
 
 __all__ = ["Dispatcher", "new_node_id"]
 
@@ -69,8 +78,15 @@ class Dispatcher:
         self.node_id = config.node_id or new_node_id()
         self._runners: dict[str, Runner] = {}
         self._running: dict[int, _Running] = {}
+        name_store = getattr(store, "set_node_name", None)
+        if callable(name_store):
+            name_store(self.node_id)
+        # The heartbeat and the elector get their own connections (on PostgreSQL), so a node
+        # busy claiming never misses a heartbeat and is never presumed dead for it.
+        self._heartbeat_store = store.for_role("heartbeat")
+        self._leader_store = store.for_role("leader")
         self._elector = Elector(
-            store,
+            self._leader_store,
             self.node_id,
             lease=config.leader_lease_duration,
             interval=config.heartbeat_interval,
@@ -85,9 +101,6 @@ class Dispatcher:
         self._completer: Completer | None = None
         self._started = False
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
-        name_store = getattr(store, "set_node_name", None)
-        if callable(name_store):
-            name_store(self.node_id)
         queue.set_notify_func(self.notify)
 
     # -- registration ----------------------------------------------------------------------
@@ -106,6 +119,13 @@ class Dispatcher:
     def is_leader(self) -> bool:
         """The seed's `isLeader`: True while this node holds, and trusts, the leader lease."""
         return self._elector.is_leader
+
+    def on_leadership(self, fn: Callable[[LeaderTerm | None, float], None] | None) -> None:
+        """Call `fn(term, trust_until)` after every election or renewal this node wins;
+        `trust_until` is the `time.monotonic()` instant it stops believing it leads unless
+        renewed. On a clean stop, `fn(None, now)` marks the instant it stopped leading. For
+        audits and tests of leadership history."""
+        self._elector.on_term = fn
 
     @property
     def running_count(self) -> int:
@@ -144,6 +164,8 @@ class Dispatcher:
                 asyncio.create_task(self._heartbeat_loop(), name="jobyard-heartbeat"),
                 asyncio.create_task(self._maintenance_loop(), name="jobyard-maintenance"),
             ]
+            if self.config.listen:
+                tasks.append(asyncio.create_task(self._watch(), name="jobyard-listener"))
             await self._dispatch_loop()
         finally:
             await asyncio.shield(self._shutdown(tasks))
@@ -171,9 +193,14 @@ class Dispatcher:
                 await self._completer.stop()
             await self._elector.stop(resign=True)
             try:
-                await self.store.remove_node(self.node_id)
+                await self._heartbeat_store.remove_node(self.node_id)
             except Exception:
                 log.exception("removing node %s failed; it will expire", self.node_id)
+            for role_store in {
+                id(s): s for s in (self._heartbeat_store, self._leader_store)
+            }.values():
+                if role_store is not self.store:
+                    await role_store.close()
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
@@ -309,7 +336,9 @@ class Dispatcher:
 
     async def _heartbeat_once(self) -> None:
         before = {job_id: r.job.attempt for job_id, r in self._running.items()}
-        beat = await self.store.heartbeat_node(self._node_info(), self.config.leader_lease_duration)
+        beat = await self._heartbeat_store.heartbeat_node(
+            self._node_info(), self.config.leader_lease_duration
+        )
         for job_id, attempt in before.items():
             running = self._running.get(job_id)
             if running is None or (job_id, attempt) in beat.owned:
@@ -334,13 +363,36 @@ class Dispatcher:
             except Exception:
                 log.exception("heartbeat of node %s failed", self.node_id)
 
+    async def _watch(self) -> None:
+        """Turn the store's notifications into wake-ups; restarts itself if it ever fails."""
+        types = set(self._runners)
+
+        def on_event(channel: str, payload: str) -> None:
+            if channel == CHANNEL_LEADER:
+                self._elector.poke()
+            elif not payload or not types.isdisjoint(payload.split(",")):
+                self.notify()
+
+        while True:
+            try:
+                await self.store.watch(on_event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the wake-up listener of node %s failed; restarting", self.node_id)
+                await asyncio.sleep(1.0)
+
     async def _maintenance_loop(self) -> None:
         assert self._stopping is not None
         interval = self.config.heartbeat_interval.total_seconds()
         while not self._stopping.is_set():
             if self._elector.is_leader:
                 try:
-                    await run_maintenance(self.store, self.config)
+                    report = await run_maintenance(self.store, self.config)
+                    if report.rescued:
+                        # Rescued jobs are due now: wake this node and, via the store, the rest.
+                        self.notify()
+                        await self.store.notify_jobs()
                 except Exception:
                     log.exception("maintenance failed on leader %s", self.node_id)
             await wait_event(self._stopping, interval)

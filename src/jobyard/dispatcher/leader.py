@@ -51,8 +51,13 @@ class Elector:
         self._term: LeaderTerm | None = None
         self._trust_until = 0.0
         self._stop = asyncio.Event()
+        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set whenever leadership is gained or lost
+        # Called after every attempt that leaves this node leading, with the term and the
+        # monotonic instant its local trust ends, and with (None, now) when it resigns: the
+        # evidence a leadership-history checker needs.
+        self.on_term: Callable[[LeaderTerm | None, float], None] | None = None
 
     @property
     def term(self) -> LeaderTerm | None:
@@ -87,6 +92,8 @@ class Elector:
                 log.info("node %s is leader (term %s)", self._node_id, result.elected_at)
             self._term = result
             self._trust_until = started + self._lease.total_seconds() * TRUST_FRACTION
+            if self.on_term is not None:
+                self.on_term(result, self._trust_until)
         self._notify(was_leader)
         return self.is_leader
 
@@ -101,21 +108,30 @@ class Elector:
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="jobyard-elector")
 
+    def poke(self) -> None:
+        """Try for the lease now (the leader resigned): a follower takes over at once."""
+        self._wakeup.set()
+
     async def _run(self) -> None:
         while not self._stop.is_set():
+            self._wakeup.clear()
             await self.attempt()
-            await wait_event(self._stop, self._interval)
+            await wait_event(self._wakeup, self._interval)
 
     async def stop(self, *, resign: bool = True) -> None:
         """Stop campaigning and, by default, resign so a follower takes over at once.
         Idempotent; safe before start."""
         self._stop.set()
+        self._wakeup.set()
         if self._task is not None:
             await self._task
             self._task = None
         term, self._term = self._term, None
+        if term is not None and self.on_term is not None:
+            self.on_term(None, self._clock())
         if resign and term is not None:
             try:
-                await self._store.resign_leader(term)
+                if await self._store.resign_leader(term):
+                    await self._store.notify_leader_change()
             except Exception:
                 log.exception("resigning leadership failed; the lease will expire on its own")

@@ -4,7 +4,9 @@ Each pass, run by the leader every heartbeat interval:
 - rescue jobs whose node stopped heartbeating (back to pending while attempts remain);
 - fail jobs processing longer than their timeout (the seed's `FailStaleJobs`), for the case
   where their own node is gone or stuck and cannot cancel them itself;
-- remove the rows of dead nodes.
+- remove the rows of dead nodes;
+- delete finished jobs past their retention, in small batches, so the table stays bounded and
+  no statement holds locks for long.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import logging
 from dataclasses import dataclass
 
 from jobyard.config import Config
+from jobyard.model import JobStatus
 from jobyard.store.base import Store
 
 __all__ = ["MaintenanceReport", "run_maintenance"]
 
 log = logging.getLogger("jobyard.maintenance")
+
+PRUNE_BATCH = 1000
+# A pass deletes at most this many batches per state; the next pass, a heartbeat later, goes on.
+PRUNE_BATCHES_PER_PASS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,7 @@ class MaintenanceReport:
     rescued_failed: int
     stale_failed: int
     dead_nodes: int
+    pruned: int = 0
 
 
 async def run_maintenance(store: Store, config: Config) -> MaintenanceReport:
@@ -39,14 +47,26 @@ async def run_maintenance(store: Store, config: Config) -> MaintenanceReport:
     for job_type, timeout in config.job_timeouts.items():
         stale += await store.fail_stale_jobs(now - timeout - slack, job_types=[job_type])
     dead = await store.delete_dead_nodes()
-    report = MaintenanceReport(rescue.retried, rescue.failed, stale, dead)
-    if rescue.retried or rescue.failed or stale or dead:
+    pruned = 0
+    for status, keep in (
+        (JobStatus.COMPLETED, config.retention_completed),
+        (JobStatus.CANCELLED, config.retention_cancelled),
+        (JobStatus.FAILED, config.retention_failed),
+    ):
+        for _ in range(PRUNE_BATCHES_PER_PASS):
+            deleted = await store.prune_jobs(status, now - keep, batch_size=PRUNE_BATCH)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                break
+    report = MaintenanceReport(rescue.retried, rescue.failed, stale, dead, pruned)
+    if rescue.retried or rescue.failed or stale or dead or pruned:
         log.info(
             "maintenance: %d jobs rescued, %d failed after their node died, %d timed out, "
-            "%d dead nodes removed",
+            "%d dead nodes removed, %d finished jobs pruned",
             rescue.retried,
             rescue.failed,
             stale,
             dead,
+            pruned,
         )
     return report

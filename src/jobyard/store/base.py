@@ -12,7 +12,7 @@ clock is used (on SQLite, which only ever serves one host, that is the host cloc
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 from jobyard.model import Job, JobStatus
 
 __all__ = [
+    "CHANNEL_JOBS",
+    "CHANNEL_LEADER",
     "ClaimParams",
     "HeartbeatResult",
     "JobFilter",
@@ -33,6 +35,11 @@ __all__ = [
     "StoreBase",
     "TypeCount",
 ]
+
+
+# Wake-up channels (PostgreSQL LISTEN/NOTIFY names; `Store.watch` reports them).
+CHANNEL_JOBS = "jobyard_jobs"  # payload: the enqueued job types, comma-separated
+CHANNEL_LEADER = "jobyard_leader"  # the leader lease was resigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,29 @@ class Store(Protocol):
         """The database clock."""
         ...
 
+    def for_role(self, role: str) -> Store:
+        """A store for one background part of a node (`heartbeat`, `leader`): on PostgreSQL
+        its own named connection, so it never waits behind claims; on SQLite the same store."""
+        ...
+
+    async def watch(self, on_event: Callable[[str, str], None]) -> None:
+        """Report, until cancelled, that jobs may be waiting: `on_event(channel, payload)`.
+
+        PostgreSQL: LISTEN, with channel "jobyard_jobs" (payload: the enqueued types) or
+        "jobyard_leader" (the lease was resigned), and "" after each (re)connect. SQLite: a
+        cheap check of the file's change counter every 50 ms, reported as channel "".
+        These are hints; polling covers anything they miss.
+        """
+        ...
+
+    async def notify_leader_change(self) -> None:
+        """Tell other nodes the lease is free (PostgreSQL); a no-op where nodes cannot hear."""
+        ...
+
+    async def notify_jobs(self) -> None:
+        """Tell every node that jobs of any type may be due (after a rescue)."""
+        ...
+
     # -- jobs ------------------------------------------------------------------------------
     async def enqueue_job(self, job: NewJob, *, conn: Any = None) -> Job:
         """The seed's `EnqueueJob`. With `conn`, the insert joins that open transaction."""
@@ -259,6 +289,12 @@ class Store(Protocol):
         """The seed's `FailStaleJobs`: fail `processing` jobs started before `cutoff`."""
         ...
 
+    async def prune_jobs(
+        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+    ) -> int:
+        """Delete at most `batch_size` jobs in `status` that finished before the cutoff."""
+        ...
+
     async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
         """Jobs `processing` on a node whose liveness expired: retry while attempts remain,
         else fail. A compare-and-set: a job that finished meanwhile is not touched."""
@@ -275,6 +311,12 @@ class StoreBase:
         self, results: Sequence[JobResult], *, now: datetime | None = None
     ) -> set[int]:
         raise NotImplementedError
+
+    async def notify_leader_change(self) -> None:
+        return None
+
+    async def notify_jobs(self) -> None:
+        return None
 
     async def enqueue_job(self, job: NewJob, *, conn: Any = None) -> Job:
         (created,) = await self.enqueue_jobs([job], conn=conn)

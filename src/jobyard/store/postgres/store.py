@@ -9,13 +9,18 @@ sync pool that opens on first use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from jobyard.model import Job, JobStatus, StoreError
 from jobyard.store.base import (
+    CHANNEL_JOBS,
+    CHANNEL_LEADER,
     ClaimParams,
     HeartbeatResult,
     JobFilter,
@@ -39,6 +44,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 __all__ = ["PostgresStore"]
 
+log = logging.getLogger("jobyard.store.postgres")
+
 _Q: Final = load_queries("jobyard.store.postgres", "queries.sql")
 _MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
 # Session advisory lock held while migrating, so concurrent starts apply each migration once.
@@ -49,6 +56,39 @@ def type_lock_key(job_type: str) -> int:
     """A stable signed 64-bit advisory-lock key for one job type (same on every host)."""
     digest = hashlib.blake2b(f"jobyard:type:{job_type}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+class _NotifyLimiter:
+    """Debounces enqueue notifications: at most one inline NOTIFY per window; the enqueues
+    that fall inside a window are covered by one trailing NOTIFY at its end."""
+
+    def __init__(self, window: float, send: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        self._window = window
+        self._send = send
+        self._last = -1e9
+        self._trailing: set[str] = set()
+        self._scheduled = False
+        self._task: asyncio.Task[None] | None = None  # keeps the trailing send referenced
+
+    def claim_inline(self, types: str) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self._window:
+            self._last = now
+            return True
+        self._trailing.update(types.split(","))
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._last + self._window - now, self._fire)
+        return False
+
+    def _fire(self) -> None:
+        types, self._trailing = ",".join(sorted(self._trailing)), set()
+        self._scheduled = False
+        self._last = time.monotonic()
+        # The trailing NOTIFY goes after the debounced inserts were sent; an insert still in
+        # flight is covered by polling, the fallback for every lost hint.
+        self._task = asyncio.get_running_loop().create_task(self._send(types))
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -82,17 +122,23 @@ class PostgresStore(StoreBase):
         url: str,
         *,
         node_name: str = "client",
+        role: str = "worker",
         min_size: int = 1,
         max_size: int = 8,
         auto_migrate: bool = True,
+        notify: bool = True,
+        notify_window: float = 0.005,
     ) -> None:
         self.url = url
         self._node_name = node_name
+        self._role = role
         self._auto_migrate = auto_migrate
         self._migrated = False
+        self._notify_enabled = notify
+        self._limiter = _NotifyLimiter(notify_window, self._send_notify)
         self._pool_kwargs: dict[str, Any] = {
             "autocommit": True,
-            "application_name": self.application_name("pool"),
+            "application_name": self.application_name(role),
         }
         self._pool = AsyncConnectionPool(
             url,
@@ -122,7 +168,23 @@ class PostgresStore(StoreBase):
         if self._opened:
             return
         self._node_name = node_name
-        self._pool_kwargs["application_name"] = self.application_name("pool")
+        self._pool_kwargs["application_name"] = self.application_name(self._role)
+
+    def for_role(self, role: str) -> PostgresStore:
+        """A store on its own one-connection pool, named for `role`, for a background part
+        that must not queue behind claims (the heartbeat, the elector): a busy node must never
+        miss its heartbeat and be presumed dead."""
+        twin = PostgresStore(
+            self.url,
+            node_name=self._node_name,
+            role=role,
+            min_size=1,
+            max_size=1,
+            auto_migrate=False,
+            notify=self._notify_enabled,
+        )
+        twin._migrated = True
+        return twin
 
     @staticmethod
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -142,7 +204,7 @@ class PostgresStore(StoreBase):
                 await self._migrate()
             self._opened = True
 
-    async def _fetch(self, query: str, params: dict[str, Any] | None = None) -> list[Any]:
+    async def _fetch(self, query: str, params: Any = None) -> list[Any]:
         if not self._opened:
             await self._open()
         async with self._pool.connection() as conn:
@@ -215,14 +277,80 @@ class PostgresStore(StoreBase):
             "max_attempts": [j.max_attempts for j in jobs],
             "run_ats": [j.run_at for j in jobs],
             "now": None,
+            "notify": ",".join(sorted({j.type for j in jobs})),
         }
+
+    def _insert_query_in_tx(self) -> str:
+        """In the caller's transaction (or without a loop) the commit time is unknown, so the
+        NOTIFY always rides along; it is delivered only if that transaction commits."""
+        return _Q["insert_jobs_notify" if self._notify_enabled else "insert_jobs"]
+
+    async def _send_notify(self, types: str) -> None:
+        try:
+            await self._fetch("SELECT pg_notify(%s, %s)", (CHANNEL_JOBS, types))
+        except Exception:
+            log.warning(
+                "sending a trailing job notification failed; nodes will poll", exc_info=True
+            )
+
+    async def notify_jobs(self) -> None:
+        if self._notify_enabled:
+            await self._send_notify("")
+
+    async def notify_leader_change(self) -> None:
+        """Tell followers the lease is free, so one takes over now rather than at its next
+        election tick."""
+        if self._notify_enabled:
+            await self._fetch("SELECT pg_notify(%s, '')", (CHANNEL_LEADER,))
+
+    async def watch(
+        self, on_event: Callable[[str, str], None], *, probe_every: float = 5.0
+    ) -> None:
+        """LISTEN for enqueue and leadership notifications until cancelled.
+
+        `on_event(channel, payload)` runs on every notification, and with channel "" after
+        every (re)connect, since anything sent while the listener was down was lost. The
+        connection is probed every `probe_every` seconds; one that died or hangs is replaced.
+        """
+        delay = 0.1
+        while True:
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url,
+                    autocommit=True,
+                    application_name=self.application_name("listener"),
+                    connect_timeout=10,
+                )
+                await conn.execute(f"LISTEN {CHANNEL_JOBS}")
+                await conn.execute(f"LISTEN {CHANNEL_LEADER}")
+                on_event("", "")
+                delay = 0.1
+                while True:
+                    async for note in conn.notifies(timeout=probe_every):
+                        on_event(note.channel, note.payload)
+                    await asyncio.wait_for(conn.execute("SELECT 1"), probe_every)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
 
     async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
         if not jobs:
             return []
         params = self._insert_params(jobs)
         if conn is None:
-            rows = await self._fetch(_Q["insert_jobs"], params)
+            # The NOTIFY rides in the insert's own statement, so it is sent if and only if the
+            # jobs commit. Within the debounce window it is left out and one trailing NOTIFY
+            # follows instead: many enqueues, few notifications, no wake-up later than the window.
+            inline = self._notify_enabled and self._limiter.claim_inline(params["notify"])
+            rows = await self._fetch(_Q["insert_jobs_notify" if inline else "insert_jobs"], params)
         else:
             if not isinstance(conn, psycopg.AsyncConnection):
                 raise StoreError(
@@ -231,7 +359,7 @@ class PostgresStore(StoreBase):
                 )
             if not self._migrated:
                 await self._open()
-            cursor = await conn.execute(_Q["insert_jobs"], params)
+            cursor = await conn.execute(self._insert_query_in_tx(), params)
             rows = await cursor.fetchall()
         return sorted((_job(r) for r in rows), key=lambda job: job.id)
 
@@ -241,14 +369,14 @@ class PostgresStore(StoreBase):
         params = self._insert_params(jobs)
         if conn is None:
             with self._sync_connection() as own:
-                rows = own.execute(_Q["insert_jobs"], params).fetchall()
+                rows = own.execute(self._insert_query_in_tx(), params).fetchall()
         else:
             if not isinstance(conn, psycopg.Connection):
                 raise StoreError(
                     "enqueue_sync joins a psycopg.Connection's transaction; "
                     "await enqueue for a psycopg.AsyncConnection"
                 )
-            rows = conn.execute(_Q["insert_jobs"], params).fetchall()
+            rows = conn.execute(self._insert_query_in_tx(), params).fetchall()
         return sorted((_job(r) for r in rows), key=lambda job: job.id)
 
     def _sync_connection(self) -> Any:
@@ -423,6 +551,12 @@ class PostgresStore(StoreBase):
             "exclude_types": list(exclude_types),
         }
         return len(await self._fetch(_Q["fail_stale_jobs"], params))
+
+    async def prune_jobs(
+        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+    ) -> int:
+        params = {"status": status.value, "before": finished_before, "batch": batch_size}
+        return await self._rowcount(_Q["prune_jobs"], params)
 
     async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
         statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], {"now": now})]

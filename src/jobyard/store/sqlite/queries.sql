@@ -155,3 +155,17 @@ WHERE status = 'processing'
   AND (owner IS NULL
        OR owner NOT IN (SELECT node_id FROM jobyard_nodes WHERE expires_at > :now))
 RETURNING status;
+
+-- name: prune_jobs
+-- One small batch of finished jobs past their retention, so the write lock is held briefly.
+DELETE FROM jobyard_jobs
+WHERE id IN (SELECT id FROM jobyard_jobs
+             WHERE status = :status AND finished_at < :before
+             ORDER BY finished_at
+             LIMIT :batch);
+
+-- name: any_due
+-- A lock-free look before the claim takes the write lock: most idle wake-ups end here.
+SELECT 1 FROM jobyard_jobs
+WHERE status = 'pending' AND type IN (SELECT value FROM json_each(:types)) AND run_at <= :now
+LIMIT 1;

@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 from jobyard.model import Job, JobStatus, StoreError
 from jobyard.store.base import (
+    CHANNEL_LEADER,
     ClaimParams,
     HeartbeatResult,
     JobFilter,
@@ -82,6 +83,11 @@ def _job(row: Sequence[Any]) -> Job:
 
 def _term(row: Sequence[Any]) -> LeaderTerm:
     return LeaderTerm(leader_id=row[0], elected_at=_dt(row[1]), expires_at=_dt(row[2]))
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version)
 
 
 def _split_statements(script: str) -> list[str]:
@@ -222,6 +228,29 @@ class SQLiteStore(StoreBase):
     async def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def for_role(self, role: str) -> SQLiteStore:
+        # One writer at a time whatever we do; a second connection would only contend.
+        return self
+
+    async def watch(self, on_event: Callable[[str, str], None], *, every: float = 0.05) -> None:
+        """Report commits by other connections (other processes) to the file.
+
+        `PRAGMA data_version` changes when another connection commits; reading it takes no
+        lock, so checking every 50 ms is cheap, and a node in another process is woken within
+        about that. Our own commits do not change it: our own enqueues wake us directly. When
+        it changes and the leader lease is free (the leader resigned), that is reported too,
+        so a follower takes over at once.
+        """
+        version = await self._run(_data_version)
+        while True:
+            await asyncio.sleep(every)
+            current = await self._run(_data_version)
+            if current != version:
+                version = current
+                on_event("", "")
+                if await self.get_leader() is None:
+                    on_event(CHANNEL_LEADER, "")
+
     # -- jobs ------------------------------------------------------------------------------
     @staticmethod
     def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
@@ -265,7 +294,13 @@ class SQLiteStore(StoreBase):
     async def claim_jobs(self, params: ClaimParams) -> list[Job]:
         if params.max_jobs <= 0 or not params.job_types:
             return []
-        return await self._run(lambda c: self._write(c, lambda w: self._claim(w, params)))
+        return await self._run(lambda c: self._claim_if_due(c, params))
+
+    def _claim_if_due(self, conn: sqlite3.Connection, params: ClaimParams) -> list[Job]:
+        probe = {"types": json.dumps(list(params.job_types)), "now": _ts(params.now)}
+        if conn.execute(_Q["any_due"], probe).fetchone() is None:
+            return []
+        return self._write(conn, lambda w: self._claim(w, params))
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, params: ClaimParams) -> list[Job]:
@@ -463,6 +498,18 @@ class SQLiteStore(StoreBase):
             lambda c: self._write(
                 c, lambda w: len(w.execute(_Q["fail_stale_jobs"], params).fetchall())
             )
+        )
+
+    async def prune_jobs(
+        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+    ) -> int:
+        params = {
+            "status": status.value,
+            "before": finished_before.timestamp(),
+            "batch": batch_size,
+        }
+        return await self._run(
+            lambda c: self._write(c, lambda w: w.execute(_Q["prune_jobs"], params).rowcount)
         )
 
     async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
