@@ -383,3 +383,76 @@ async def test_status_shows_types_no_live_node_serves(store: Store, queue: Queue
     assert [n.node_id for n in status.nodes] == [dispatcher.node_id]
     nobody = await store.list_jobs()
     assert [j.status for j in nobody] == [JobStatus.PENDING]  # it waits, untouched
+
+
+async def test_leader_prunes_finished_jobs_after_their_retention(
+    store: Store, queue: Queue
+) -> None:
+    config = Config(**FAST, retention_completed=0.05, retention_failed=3600)
+    dispatcher = Dispatcher(config, store, queue)
+
+    def execute(job: Job) -> None:
+        if job.payload["fail"]:
+            raise RuntimeError("kept for a while")
+
+    dispatcher.register_executor("short", execute)
+
+    async def only_the_failure_left() -> bool:
+        return [j.payload for j in await store.list_jobs()] == [{"fail": True}]
+
+    async with running(dispatcher):
+        await queue.enqueue_many("short", [{"fail": False}] * 3)
+        await queue.enqueue("short", {"fail": True}, max_attempts=1)
+        await wait_until(only_the_failure_left)
+    (failed,) = await store.list_jobs()
+    assert failed.status is JobStatus.FAILED
+
+
+async def test_executor_that_swallows_the_timeout_is_still_recorded_as_timed_out(
+    store: Store, queue: Queue
+) -> None:
+    dispatcher = Dispatcher(Config(**FAST, job_timeouts={"stubborn": 0.1}), store, queue)
+
+    async def execute(ctx: JobContext, job: Job) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # swallows the cancellation and returns as if it had finished
+
+    dispatcher.register_executor("stubborn", execute)
+    async with running(dispatcher):
+        job = await queue.enqueue("stubborn", {}, max_attempts=1)
+        await wait_until(final_statuses(store))
+    final = await store.get_job(job.id)
+    assert final is not None
+    assert (final.status, final.error) == (JobStatus.FAILED, "timed out after 0.1s (job timeout)")
+
+
+async def test_overrunning_sync_executor_keeps_its_limit_slot_until_its_thread_returns(
+    store: Store, queue: Queue
+) -> None:
+    config = Config(**FAST, job_timeouts={"sync_slow": 0.1}, concurrency=4)
+    dispatcher = Dispatcher(config, store, queue, Limits({"sync_slow": 1}))
+    release = threading.Event()
+    timed_out = threading.Event()
+    intervals: list[tuple[float, float]] = []
+
+    def execute(ctx: JobContext, job: Job) -> None:
+        start = time.monotonic()
+        if job.payload["first"] and job.attempt == 1:
+            ctx.cancelled.wait(timeout=10)  # cooperative code notices its timeout...
+            timed_out.set()
+            release.wait(timeout=10)  # ...but takes a while to wind down
+        intervals.append((start, time.monotonic()))
+
+    dispatcher.register_executor("sync_slow", execute)
+    async with running(dispatcher):
+        await queue.enqueue("sync_slow", {"first": True}, max_attempts=2)
+        second = await queue.enqueue("sync_slow", {"first": False})
+        await asyncio.wait_for(asyncio.to_thread(timed_out.wait, 10), timeout=10)
+        # The first job timed out, but its thread still runs: nothing else may start.
+        assert (await store.get_job(second.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
+        release.set()
+        await wait_until(final_statuses(store))
+    assert max_overlap(intervals) == 1
+    assert len(intervals) == 3  # the first job's two attempts and the second job

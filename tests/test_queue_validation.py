@@ -594,3 +594,19 @@ async def test_notify_func_can_be_cleared(store: Store, queue: jobyard.Queue) ->
 
     assert calls == []
     assert len(await store.list_jobs()) == 1
+
+
+async def test_queue_takes_its_defaults_from_config(store: Store) -> None:
+    config = jobyard.Config(max_payload_bytes=50, max_attempts=7)
+    queue = jobyard.Queue(store, config=config)
+    queue.declare("free")
+    job = await queue.enqueue("free", {"small": 1})
+    assert job.max_attempts == 7
+    with pytest.raises(PayloadTooLarge):
+        await queue.enqueue("free", {"big": "x" * 100})
+    assert jobyard.Queue(store, config=config, default_max_attempts=2).default_max_attempts == 2
+
+
+def test_config_refuses_more_attempts_than_a_job_may_have() -> None:
+    with pytest.raises(jobyard.ConfigError, match="max_attempts"):
+        jobyard.Config(max_attempts=1001)

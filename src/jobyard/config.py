@@ -176,6 +176,13 @@ class Config(BaseModel):
             raise ValueError(f"must be at least 1, got {value}")
         return value
 
+    @field_validator("max_attempts")
+    @classmethod
+    def _attempts_cap(cls, value: int) -> int:
+        if value > 1000:
+            raise ValueError(f"must be at most 1000, got {value}")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

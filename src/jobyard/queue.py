@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from jobyard.config import Config
 from jobyard.jobs.types import (
     JOB_TYPE_SESSION_INIT,
     JOB_TYPE_WORKSPACE_INIT,
@@ -31,9 +32,10 @@ from jobyard.jobs.types import (
 from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
 from jobyard.store.base import NewJob, Store
 
-__all__ = ["JOB_TYPE_PATTERN", "JobTypeSpec", "Queue"]
+__all__ = ["JOB_TYPE_PATTERN", "MAX_ATTEMPTS", "JobTypeSpec", "Queue"]
 
 JOB_TYPE_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+MAX_ATTEMPTS: Final = 1000
 _INT32: Final = (-(2**31), 2**31 - 1)
 # Far enough for any real schedule, near enough that every store and datetime can hold it.
 _MAX_DELAY: Final = timedelta(days=366 * 100)
@@ -57,13 +59,21 @@ class Queue:
         self,
         store: Store,
         *,
-        max_payload_bytes: int = 1024 * 1024,
-        default_max_attempts: int = 3,
+        config: Config | None = None,
+        max_payload_bytes: int | None = None,
+        default_max_attempts: int | None = None,
     ) -> None:
+        """`config` supplies `max_payload_bytes` and `max_attempts` (the default for jobs
+        enqueued without one); the keyword arguments, when given, win over it."""
+        config = config or Config()
+        if max_payload_bytes is None:
+            max_payload_bytes = config.max_payload_bytes
+        if default_max_attempts is None:
+            default_max_attempts = config.max_attempts
         if max_payload_bytes < 1:
             raise ConfigError("max_payload_bytes must be at least 1")
-        if default_max_attempts < 1:
-            raise ConfigError("default_max_attempts must be at least 1")
+        if not 1 <= default_max_attempts <= MAX_ATTEMPTS:
+            raise ConfigError(f"default_max_attempts must be from 1 to {MAX_ATTEMPTS}")
         self.store = store
         self.max_payload_bytes = max_payload_bytes
         self.default_max_attempts = default_max_attempts
@@ -161,8 +171,14 @@ class Queue:
         if not _INT32[0] <= priority <= _INT32[1]:
             raise PayloadError(f"priority must fit in 32 bits, got {priority}")
         attempts = self.default_max_attempts if max_attempts is None else max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
-            raise PayloadError(f"max_attempts must be an integer from 1 to 1000, got {attempts!r}")
+        if (
+            isinstance(attempts, bool)
+            or not isinstance(attempts, int)
+            or not 1 <= attempts <= MAX_ATTEMPTS
+        ):
+            raise PayloadError(
+                f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, got {attempts!r}"
+            )
         when = _resolve_run_at(run_at)
         return [
             NewJob(

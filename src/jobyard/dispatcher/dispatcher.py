@@ -265,8 +265,9 @@ class Dispatcher:
         runner = self._runners[job.type]
         error: str | None = None
         timed_out = False
+        scope = asyncio.timeout(limit_s)
         try:
-            async with asyncio.timeout(limit_s) as scope:
+            async with scope:
                 await runner(ctx, job, self._threads)
         except asyncio.CancelledError:
             running = self._running.pop(job.id, None)
@@ -277,15 +278,15 @@ class Dispatcher:
             elif reason != "lost":
                 raise
             return
-        except TimeoutError:
-            if scope.expired():
-                timed_out = True
-                ctx.cancelled.set()
-                error = f"timed out after {limit_s:g}s (job timeout)"
-            else:
-                error = "TimeoutError: raised by the executor"
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not scope.expired():
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if scope.expired():
+            # Cancelled at the deadline, whether the executor let the cancellation through
+            # (TimeoutError), swallowed it, or (a sync one) finished late in its thread.
+            timed_out = True
+            ctx.cancelled.set()
+            error = f"timed out after {limit_s:g}s (job timeout)"
         self._running.pop(job.id, None)
         if error is None:
             outcome = Outcome.COMPLETED
@@ -341,8 +342,8 @@ class Dispatcher:
         )
         for job_id, attempt in before.items():
             running = self._running.get(job_id)
-            if running is None or (job_id, attempt) in beat.owned:
-                continue
+            if running is None or running.job.attempt != attempt or (job_id, attempt) in beat.owned:
+                continue  # finished meanwhile, re-claimed as a newer attempt, or still ours
             # The database no longer has this attempt on this node (rescued after we were
             # presumed dead): stop it, and its result would be dropped anyway.
             log.warning(

@@ -89,11 +89,27 @@ def as_runner(executor: Any) -> Runner:
         return run_async
 
     async def run_sync(ctx: JobContext, job: Job, pool: ThreadExecutor) -> Any:
-        loop = asyncio.get_running_loop()
         args = (ctx, job) if wants_ctx else (job,)
-        result = await loop.run_in_executor(pool, target, *args)
+        future = asyncio.wrap_future(pool.submit(target, *args))
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped. Ask it to stop (ctx.cancelled) and hold the job, and
+            # its slot under the type's limit, until it returns: otherwise a retry could run
+            # beside it and the limit would be exceeded. Its own outcome then stands.
+            ctx.cancelled.set()
+            result = await _wait_uncancellable(future)
         if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
             return await result
         return result
 
     return run_sync
+
+
+async def _wait_uncancellable(future: asyncio.Future[Any]) -> Any:
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                return future.result()

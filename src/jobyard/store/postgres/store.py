@@ -151,6 +151,7 @@ class PostgresStore(StoreBase):
         self._sync_pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._opened = False
         self._open_lock = asyncio.Lock()
+        self._parent: PostgresStore | None = None
 
     @property
     def dialect(self) -> str:
@@ -184,6 +185,7 @@ class PostgresStore(StoreBase):
             notify=self._notify_enabled,
         )
         twin._migrated = True
+        twin._parent = self
         return twin
 
     @staticmethod
@@ -196,12 +198,14 @@ class PostgresStore(StoreBase):
         async with self._open_lock:
             if self._opened:
                 return
+            if self._parent is not None:
+                await self._parent._open()  # the schema is the main store's business
             try:
                 await self._pool.open(wait=True, timeout=30)
             except Exception as exc:
                 raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
             if self._auto_migrate and not self._migrated:
-                await self._migrate()
+                await asyncio.to_thread(self._migrate_sync)
             self._opened = True
 
     async def _fetch(self, query: str, params: Any = None) -> list[Any]:
@@ -220,40 +224,39 @@ class PostgresStore(StoreBase):
 
     # -- schema ----------------------------------------------------------------------------
     async def migrate(self) -> int:
-        if not self._opened:
-            await self._open()
-        if self._migrated:
-            return len(migration_files(_MIGRATIONS_PACKAGE))
-        return await self._migrate()
+        # Migrations are rare and short: one sync implementation serves both surfaces.
+        return await asyncio.to_thread(self._migrate_sync)
 
-    async def _migrate(self) -> int:
+    def _migrate_sync(self) -> int:
+        """Apply missing migrations under a session advisory lock; returns the version."""
         known = migration_files(_MIGRATIONS_PACKAGE)
-        async with self._pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        if self._migrated:
+            return len(known)
+        with psycopg.connect(
+            self.url, autocommit=True, application_name=self.application_name("migrate")
+        ) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
-                await conn.execute(
+                conn.execute(
                     "CREATE TABLE IF NOT EXISTS jobyard_migrations (version integer PRIMARY KEY,"
                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                cursor = await conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM jobyard_migrations"
-                )
-                row = await cursor.fetchone()
-                version = row[0] if row else 0
+                row = conn.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
+                (version,) = row.fetchone() or (0,)
                 if version > len(known):
                     raise StoreError(
                         f"the database schema is version {version}, newer than this jobyard "
                         f"knows ({len(known)}); upgrade jobyard"
                     )
                 for number, name, script in known[version:]:
-                    async with conn.transaction():
-                        await conn.execute(script.encode())
-                        await conn.execute(
+                    with conn.transaction():
+                        conn.execute(script.encode())
+                        conn.execute(
                             "INSERT INTO jobyard_migrations (version, name) VALUES (%s, %s)",
                             (number, name),
                         )
             finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
         self._migrated = True
         return len(known)
 
@@ -357,7 +360,7 @@ class PostgresStore(StoreBase):
                     "async enqueue joins a psycopg.AsyncConnection's transaction; "
                     "use enqueue_sync for a psycopg.Connection"
                 )
-            if not self._migrated:
+            if not self._opened:
                 await self._open()
             cursor = await conn.execute(self._insert_query_in_tx(), params)
             rows = await cursor.fetchall()
@@ -366,6 +369,8 @@ class PostgresStore(StoreBase):
     def enqueue_jobs_sync(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
         if not jobs:
             return []
+        if self._auto_migrate and not self._migrated:
+            self._migrate_sync()
         params = self._insert_params(jobs)
         if conn is None:
             with self._sync_connection() as own:

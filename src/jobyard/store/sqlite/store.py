@@ -202,6 +202,19 @@ class SQLiteStore(StoreBase):
                 )
             return len(known)
 
+        # A lock-free look first: an up-to-date schema needs no write lock, so opening a store
+        # never waits behind another connection's open write transaction.
+        known = len(migration_files(_MIGRATIONS_PACKAGE))
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobyard_migrations'"
+        ).fetchone()
+        if has_table:
+            (current,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM jobyard_migrations"
+            ).fetchone()
+            if current == known:
+                self._migrated = True
+                return known
         result = self._write(conn, apply)
         self._migrated = True
         return result
