@@ -456,3 +456,36 @@ async def test_overrunning_sync_executor_keeps_its_limit_slot_until_its_thread_r
         await wait_until(final_statuses(store))
     assert max_overlap(intervals) == 1
     assert len(intervals) == 3  # the first job's two attempts and the second job
+
+
+async def test_permanent_error_fails_at_once_and_snooze_does_not_use_an_attempt(
+    store: Store, queue: Queue
+) -> None:
+    from jobyard import PermanentError, Snooze
+
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    seen: list[tuple[str, int]] = []
+
+    async def execute(job: Job) -> None:
+        seen.append((job.payload["kind"], job.attempt))
+        if job.payload["kind"] == "permanent":
+            raise PermanentError("cannot ever work")
+        if job.payload["kind"] == "snooze" and len([s for s in seen if s[0] == "snooze"]) < 3:
+            raise Snooze(0.01)
+
+    dispatcher.register_executor("control", execute)
+    async with running(dispatcher):
+        permanent = await queue.enqueue("control", {"kind": "permanent"}, max_attempts=5)
+        snoozed = await queue.enqueue("control", {"kind": "snooze"}, max_attempts=1)
+        await wait_until(final_statuses(store))
+    p = await store.get_job(permanent.id)
+    s = await store.get_job(snoozed.id)
+    assert p is not None
+    assert s is not None
+    assert (p.status, p.attempt, p.error) == (
+        JobStatus.FAILED,
+        1,
+        "PermanentError: cannot ever work",
+    )
+    assert (s.status, s.attempt) == (JobStatus.COMPLETED, 1)  # snoozed twice, one attempt
+    assert [a for k, a in seen if k == "snooze"] == [1, 1, 1]

@@ -19,6 +19,8 @@ __all__ = [
     "JobyardError",
     "PayloadError",
     "PayloadTooLarge",
+    "PermanentError",
+    "Snooze",
     "StoreError",
     "UnknownJobType",
 ]
@@ -96,3 +98,19 @@ class JobNotFound(JobyardError, LookupError):
 
 class StoreError(JobyardError):
     """The store was asked for something it cannot do (bad URL, schema too new, ...)."""
+
+
+class PermanentError(JobyardError):
+    """Raise from an executor to fail the job now, without the retries it has left: for
+    errors a retry cannot fix (a payload that can never work, a parent that failed)."""
+
+
+class Snooze(JobyardError):
+    """Raise from an executor to run the job again after `seconds`, without counting the
+    attempt: for work that must wait on something else (a resource that is not ready yet)."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        if not 0 <= seconds <= 366 * 24 * 3600:
+            raise ValueError("snooze for 0 seconds to a year")
+        super().__init__(reason or f"snoozed for {seconds:g}s")
+        self.seconds = seconds

@@ -31,7 +31,7 @@ from jobyard.dispatcher.leader import Elector
 from jobyard.dispatcher.limits import Limits
 from jobyard.dispatcher.maintenance import run_maintenance
 from jobyard.dispatcher.waiting import wait_event
-from jobyard.model import Job, JobyardError
+from jobyard.model import Job, JobyardError, PermanentError, Snooze
 from jobyard.queue import Queue
 from jobyard.store.base import (
     CHANNEL_LEADER,
@@ -264,7 +264,7 @@ class Dispatcher:
         assert self._completer is not None
         runner = self._runners[job.type]
         error: str | None = None
-        timed_out = False
+        timed_out = permanent = False
         scope = asyncio.timeout(limit_s)
         try:
             async with scope:
@@ -278,6 +278,16 @@ class Dispatcher:
             elif reason != "lost":
                 raise
             return
+        except Snooze as snooze:
+            if not scope.expired():
+                self._running.pop(job.id, None)
+                self._completer.submit(self._result(job, Outcome.RELEASED, delay=snooze.seconds))
+                self.notify()
+                return
+        except PermanentError as exc:
+            if not scope.expired():
+                permanent = True
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:
             if not scope.expired():
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -290,7 +300,7 @@ class Dispatcher:
         self._running.pop(job.id, None)
         if error is None:
             outcome = Outcome.COMPLETED
-        elif job.attempt < job.max_attempts:
+        elif job.attempt < job.max_attempts and not permanent:
             outcome = Outcome.RETRY
         else:
             outcome = Outcome.FAILED
@@ -308,8 +318,9 @@ class Dispatcher:
         self._completer.submit(self._result(job, outcome, error))
         self.notify()  # a slot is free
 
-    def _result(self, job: Job, outcome: Outcome, error: str | None = None) -> JobResult:
-        delay = 0.0
+    def _result(
+        self, job: Job, outcome: Outcome, error: str | None = None, *, delay: float = 0.0
+    ) -> JobResult:
         if outcome is Outcome.RETRY:
             delay = retry_delay(
                 job.attempt,

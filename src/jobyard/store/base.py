@@ -75,7 +75,9 @@ class Outcome(enum.StrEnum):
     COMPLETED = "completed"  # → completed
     FAILED = "failed"  # → failed, final
     RETRY = "retry"  # → pending, run_at = now + retry_delay
-    RELEASED = "released"  # → pending at once, the attempt not counted (graceful hand-back)
+    RELEASED = (
+        "released"  # → pending after retry_delay, the attempt not counted (hand-back, snooze)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class JobResult:
     owner: str
     outcome: Outcome
     error: str | None = None
-    retry_delay: float = 0.0  # seconds, for Outcome.RETRY
+    retry_delay: float = 0.0  # seconds, for Outcome.RETRY and Outcome.RELEASED
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,10 +77,9 @@ SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN
                        THEN coalesce(%(now)s, now()) END,
     error = CASE r.outcome WHEN 'completed' THEN NULL WHEN 'released' THEN j.error
                            ELSE r.error END,
-    run_at = CASE r.outcome
-                 WHEN 'retry' THEN coalesce(%(now)s, now()) + make_interval(secs => r.retry_delay)
-                 WHEN 'released' THEN coalesce(%(now)s, now())
-                 ELSE j.run_at END,
+    run_at = CASE WHEN r.outcome IN ('retry', 'released')
+                  THEN coalesce(%(now)s, now()) + make_interval(secs => r.retry_delay)
+                  ELSE j.run_at END,
     attempt = CASE r.outcome WHEN 'released' THEN j.attempt - 1 ELSE j.attempt END,
     owner = CASE WHEN r.outcome IN ('retry', 'released') THEN NULL ELSE j.owner END
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(owners)s::text[], %(outcomes)s::text[],

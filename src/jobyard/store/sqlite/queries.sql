@@ -41,8 +41,8 @@ SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN
     finished_at = CASE WHEN r.outcome IN ('completed', 'failed') THEN :now END,
     error = CASE r.outcome WHEN 'completed' THEN NULL WHEN 'released' THEN j.error
                            ELSE r.error END,
-    run_at = CASE r.outcome WHEN 'retry' THEN :now + r.retry_delay WHEN 'released' THEN :now
-                            ELSE j.run_at END,
+    run_at = CASE WHEN r.outcome IN ('retry', 'released') THEN :now + r.retry_delay
+                  ELSE j.run_at END,
     attempt = CASE r.outcome WHEN 'released' THEN j.attempt - 1 ELSE j.attempt END,
     owner = CASE WHEN r.outcome IN ('retry', 'released') THEN NULL ELSE j.owner END
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS owner,
