@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import (
@@ -97,6 +98,14 @@ class Config(BaseModel):
     )
     max_payload_bytes: int = Field(
         default=1024 * 1024, description="Largest accepted payload, as UTF-8 JSON."
+    )
+    data_dir: Path = Field(
+        default=Path("jobyard-data"),
+        description="Where workspaces and their sessions are materialized.",
+    )
+    templates_dir: Path | None = Field(
+        default=None,
+        description="Where workspace templates are looked up (default: data_dir/templates).",
     )
     listen: bool = Field(
         default=True,
@@ -217,6 +226,10 @@ class Config(BaseModel):
         except ValidationError as exc:
             raise ConfigError(_describe(exc, from_env=_ENV_FIELDS.get())) from None
 
+    @property
+    def templates_path(self) -> Path:
+        return self.templates_dir if self.templates_dir is not None else self.data_dir / "templates"
+
     def timeout_for(self, job_type: str) -> timedelta:
         """The timeout that applies to jobs of `job_type`."""
         return self.job_timeouts.get(job_type, self.job_timeout)
@@ -271,6 +284,8 @@ class _EnvSettings(BaseSettings):
     shutdown_grace_period: str | None = None
     max_payload_bytes: int | None = None
     listen: bool | None = None
+    data_dir: str | None = None
+    templates_dir: str | None = None
     retention_completed: str | None = None
     retention_cancelled: str | None = None
     retention_failed: str | None = None

@@ -17,6 +17,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "JobyardError",
+    "NotFound",
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
@@ -92,7 +93,11 @@ class PayloadTooLarge(PayloadError):
     """A payload's JSON is larger than the configured maximum."""
 
 
-class JobNotFound(JobyardError, LookupError):
+class NotFound(JobyardError, LookupError):
+    """The job, workspace or session asked for does not exist."""
+
+
+class JobNotFound(NotFound):
     """No job has the given id."""
 
 

@@ -151,15 +151,17 @@ class Queue:
             raise PayloadError(f"payload for {spec.name!r} contains a NUL character")
         return text
 
-    def _build(
+    def build_jobs(
         self,
         job_type: str,
         payloads: Iterable[Any],
         *,
-        run_at: datetime | timedelta | None,
-        priority: int,
-        max_attempts: int | None,
+        run_at: datetime | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
     ) -> list[NewJob]:
+        """Validate and serialize without writing: the rows `enqueue_many` would insert. For
+        operations that insert a job together with other rows (see the services)."""
         spec = self._types.get(job_type) if isinstance(job_type, str) else None
         if spec is None:
             raise UnknownJobType(
@@ -191,7 +193,8 @@ class Queue:
             for payload in payloads
         ]
 
-    def _notify_enqueued(self) -> None:
+    def notify_enqueued(self) -> None:
+        """Run the notify hook; for callers that inserted jobs built with `build_jobs`."""
         fn = self._notify
         if fn is not None:
             fn()
@@ -230,12 +233,12 @@ class Queue:
         conn: Any = None,
     ) -> list[Job]:
         """Enqueue one job per payload in a single statement and transaction: all or none."""
-        rows = self._build(
+        rows = self.build_jobs(
             job_type, payloads, run_at=run_at, priority=priority, max_attempts=max_attempts
         )
         jobs = await self.store.enqueue_jobs(rows, conn=conn)
         if jobs:
-            self._notify_enqueued()
+            self.notify_enqueued()
         return jobs
 
     def enqueue_sync(
@@ -270,12 +273,12 @@ class Queue:
         max_attempts: int | None = None,
         conn: Any = None,
     ) -> list[Job]:
-        rows = self._build(
+        rows = self.build_jobs(
             job_type, payloads, run_at=run_at, priority=priority, max_attempts=max_attempts
         )
         jobs = self.store.enqueue_jobs_sync(rows, conn=conn)
         if jobs:
-            self._notify_enqueued()
+            self.notify_enqueued()
         return jobs
 
     async def enqueue_workspace_init(self, workspace_id: str, *, conn: Any = None) -> Job:

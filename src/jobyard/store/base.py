@@ -18,6 +18,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from jobyard.model import Job, JobStatus
+from jobyard.services.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
+)
 
 __all__ = [
     "CHANNEL_JOBS",
@@ -278,6 +285,50 @@ class Store(Protocol):
         ...
 
     async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None: ...
+
+    # -- workspaces and sessions -------------------------------------------------------------
+    async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
+        """Insert the workspace and its init job in one transaction: both or neither."""
+        ...
+
+    async def create_session(self, session: NewSession, job: NewJob) -> tuple[Session, Job]:
+        """Insert the session and its init job in one transaction. Raises NotFound (and
+        stores nothing) when the workspace does not exist."""
+        ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    async def get_session(self, session_id: str) -> Session | None: ...
+
+    async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]: ...
+
+    async def list_sessions(
+        self, *, workspace_id: str | None = None, limit: int = 50
+    ) -> list[Session]: ...
+
+    async def set_workspace_status(
+        self,
+        workspace_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Workspace | None:
+        """Compare-and-set: move to `status` only from one of `expect`; None if it did not."""
+        ...
+
+    async def set_session_status(
+        self,
+        session_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Session | None: ...
+
+    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
+        """Jobs that finished (completed or failed) per minute since `since`."""
+        ...
 
     # -- maintenance (leader only) ---------------------------------------------------------
     async def fail_stale_jobs(

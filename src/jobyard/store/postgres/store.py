@@ -17,7 +17,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from jobyard.model import Job, JobStatus, StoreError
+from jobyard.model import Job, JobStatus, NotFound, StoreError
+from jobyard.services.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
+)
 from jobyard.store.base import (
     CHANNEL_JOBS,
     CHANNEL_LEADER,
@@ -107,6 +114,38 @@ def _job(row: Sequence[Any]) -> Job:
         finished_at=row[10],
         error=row[11],
         owner=row[12],
+    )
+
+
+async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
+    row = await cursor.fetchone()
+    if row is None:  # pragma: no cover - an INSERT ... RETURNING always returns its row
+        raise StoreError("the database returned no row for an insert")
+    return row
+
+
+def _workspace(row: Sequence[Any]) -> Workspace:
+    return Workspace(
+        id=row[0],
+        name=row[1],
+        template=row[2],
+        status=EntityStatus(row[3]),
+        error=row[4],
+        job_id=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+    )
+
+
+def _session(row: Sequence[Any]) -> Session:
+    return Session(
+        id=row[0],
+        workspace_id=row[1],
+        status=EntityStatus(row[2]),
+        error=row[3],
+        job_id=row[4],
+        created_at=row[5],
+        updated_at=row[6],
     )
 
 
@@ -468,6 +507,95 @@ class PostgresStore(StoreBase):
 
     async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
         return await self._update_one(_Q["retry_job"], job_id, now)
+
+    # -- workspaces and sessions -------------------------------------------------------------
+    async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(self._insert_query_in_tx(), self._insert_params([job]))
+            created = _job(await _one(cursor))
+            cursor = await conn.execute(
+                _Q["insert_workspace"],
+                {
+                    "id": workspace.id,
+                    "name": workspace.name,
+                    "template": workspace.template,
+                    "job_id": created.id,
+                },
+            )
+            return _workspace(await _one(cursor)), created
+
+    async def create_session(self, session: NewSession, job: NewJob) -> tuple[Session, Job]:
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(self._insert_query_in_tx(), self._insert_params([job]))
+            created = _job(await _one(cursor))
+            cursor = await conn.execute(
+                _Q["insert_session"],
+                {"id": session.id, "workspace_id": session.workspace_id, "job_id": created.id},
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                # Raising inside the transaction block rolls the job back too.
+                raise NotFound(f"workspace {session.workspace_id!r} does not exist")
+            return _session(row), created
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        rows = await self._fetch(_Q["get_workspace"], {"id": workspace_id})
+        return _workspace(rows[0]) if rows else None
+
+    async def get_session(self, session_id: str) -> Session | None:
+        rows = await self._fetch(_Q["get_session"], {"id": session_id})
+        return _session(rows[0]) if rows else None
+
+    async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]:
+        return [_workspace(r) for r in await self._fetch(_Q["list_workspaces"], {"limit": limit})]
+
+    async def list_sessions(
+        self, *, workspace_id: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        params = {"workspace_id": workspace_id, "limit": limit}
+        return [_session(r) for r in await self._fetch(_Q["list_sessions"], params)]
+
+    async def set_workspace_status(
+        self,
+        workspace_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Workspace | None:
+        params = {
+            "id": workspace_id,
+            "status": status.value,
+            "error": error,
+            "expect": [e.value for e in expect],
+        }
+        rows = await self._fetch(_Q["set_workspace_status"], params)
+        return _workspace(rows[0]) if rows else None
+
+    async def set_session_status(
+        self,
+        session_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Session | None:
+        params = {
+            "id": session_id,
+            "status": status.value,
+            "error": error,
+            "expect": [e.value for e in expect],
+        }
+        rows = await self._fetch(_Q["set_session_status"], params)
+        return _session(rows[0]) if rows else None
+
+    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
+        rows = await self._fetch(_Q["finished_per_minute"], {"since": since})
+        return [(minute, count) for minute, count in rows]
 
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(

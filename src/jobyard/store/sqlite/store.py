@@ -24,7 +24,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from jobyard.model import Job, JobStatus, StoreError
+from jobyard.model import Job, JobStatus, NotFound, StoreError
+from jobyard.services.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
+)
 from jobyard.store.base import (
     CHANNEL_LEADER,
     ClaimParams,
@@ -78,6 +85,31 @@ def _job(row: Sequence[Any]) -> Job:
         finished_at=_opt_dt(row[10]),
         error=row[11],
         owner=row[12],
+    )
+
+
+def _workspace(row: Sequence[Any]) -> Workspace:
+    return Workspace(
+        id=row[0],
+        name=row[1],
+        template=row[2],
+        status=EntityStatus(row[3]),
+        error=row[4],
+        job_id=row[5],
+        created_at=_dt(row[6]),
+        updated_at=_dt(row[7]),
+    )
+
+
+def _session(row: Sequence[Any]) -> Session:
+    return Session(
+        id=row[0],
+        workspace_id=row[1],
+        status=EntityStatus(row[2]),
+        error=row[3],
+        job_id=row[4],
+        created_at=_dt(row[5]),
+        updated_at=_dt(row[6]),
     )
 
 
@@ -149,6 +181,7 @@ class SQLiteStore(StoreBase):
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
             self._conn = conn
             self._thread_id = threading.get_ident()
             if self._auto_migrate:
@@ -399,6 +432,109 @@ class SQLiteStore(StoreBase):
 
     async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
         return await self._update_one(_Q["retry_job"], job_id, now)
+
+    # -- workspaces and sessions -------------------------------------------------------------
+    async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
+        def create(conn: sqlite3.Connection) -> tuple[Workspace, Job]:
+            (created,) = self._insert(conn, [job])
+            row = conn.execute(
+                _Q["insert_workspace"],
+                {
+                    "id": workspace.id,
+                    "name": workspace.name,
+                    "template": workspace.template,
+                    "job_id": created.id,
+                    "now": time.time(),
+                },
+            ).fetchone()
+            return _workspace(row), created
+
+        return await self._run(lambda c: self._write(c, create))
+
+    async def create_session(self, session: NewSession, job: NewJob) -> tuple[Session, Job]:
+        def create(conn: sqlite3.Connection) -> tuple[Session, Job]:
+            (created,) = self._insert(conn, [job])
+            row = conn.execute(
+                _Q["insert_session"],
+                {
+                    "id": session.id,
+                    "workspace_id": session.workspace_id,
+                    "job_id": created.id,
+                    "now": time.time(),
+                },
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"workspace {session.workspace_id!r} does not exist")
+            return _session(row), created
+
+        return await self._run(lambda c: self._write(c, create))
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        row = await self._run(
+            lambda c: c.execute(_Q["get_workspace"], {"id": workspace_id}).fetchone()
+        )
+        return None if row is None else _workspace(row)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._run(lambda c: c.execute(_Q["get_session"], {"id": session_id}).fetchone())
+        return None if row is None else _session(row)
+
+    async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]:
+        rows = await self._run(
+            lambda c: c.execute(_Q["list_workspaces"], {"limit": limit}).fetchall()
+        )
+        return [_workspace(r) for r in rows]
+
+    async def list_sessions(
+        self, *, workspace_id: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        params = {"workspace_id": workspace_id, "limit": limit}
+        rows = await self._run(lambda c: c.execute(_Q["list_sessions"], params).fetchall())
+        return [_session(r) for r in rows]
+
+    async def _set_status(
+        self, query: str, entity_id: str, status: str, expect: Sequence[str], error: str | None
+    ) -> Any:
+        params = {
+            "id": entity_id,
+            "status": status,
+            "error": error,
+            "expect": json.dumps(list(expect)),
+            "now": time.time(),
+        }
+        return await self._run(
+            lambda c: self._write(c, lambda w: w.execute(query, params).fetchone())
+        )
+
+    async def set_workspace_status(
+        self,
+        workspace_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Workspace | None:
+        row = await self._set_status(
+            _Q["set_workspace_status"], workspace_id, status, expect, error
+        )
+        return None if row is None else _workspace(row)
+
+    async def set_session_status(
+        self,
+        session_id: str,
+        status: EntityStatus,
+        *,
+        expect: Sequence[EntityStatus],
+        error: str | None = None,
+    ) -> Session | None:
+        row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
+        return None if row is None else _session(row)
+
+    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
+        rows = await self._run(
+            lambda c: c.execute(_Q["finished_per_minute"], {"since": since.timestamp()}).fetchall()
+        )
+        return [(_dt(minute), count) for minute, count in rows]
 
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(

@@ -1,0 +1,50 @@
+"""Wiring: one store, queue, dispatcher and the two services, built from a Config.
+
+The HTTP server, the CLI and `make run` all assemble a node the same way through
+`build_runtime`, so what runs in production is what the tests run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobyard.config import Config
+from jobyard.dispatcher.dispatcher import Dispatcher
+from jobyard.dispatcher.limits import Limits
+from jobyard.jobs.session_init import SessionInitExecutor
+from jobyard.jobs.types import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
+from jobyard.jobs.workspace_init import WorkspaceInitExecutor
+from jobyard.queue import Queue
+from jobyard.services.session import SessionService
+from jobyard.services.workspace import WorkspaceService
+from jobyard.store import open_store
+from jobyard.store.base import Store
+
+__all__ = ["Runtime", "build_runtime"]
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    queue: Queue
+    limits: Limits
+    dispatcher: Dispatcher
+    workspaces: WorkspaceService
+    sessions: SessionService
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def build_runtime(config: Config, *, limits: Limits | None = None) -> Runtime:
+    """A node serving the seed's job types, on the store that `config.database_url` names."""
+    limits = limits if limits is not None else Limits()
+    store = open_store(config.database_url)
+    queue = Queue(store, config=config)
+    dispatcher = Dispatcher(config, store, queue, limits)
+    workspaces = WorkspaceService(store, queue, config.data_dir, config.templates_path)
+    sessions = SessionService(store, queue, config.data_dir)
+    dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(workspaces))
+    dispatcher.register_executor(JOB_TYPE_SESSION_INIT, SessionInitExecutor(sessions))
+    return Runtime(config, store, queue, limits, dispatcher, workspaces, sessions)

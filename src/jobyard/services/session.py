@@ -1,0 +1,99 @@
+"""SessionService: what the seed's `session_init` job calls.
+
+A session lives inside a ready workspace: `initialize` creates its folder and state file there
+and moves it to `ready`. While its workspace is still being built the job snoozes (without using
+an attempt); if the workspace failed, the session fails with a reason that says so. Idempotent:
+the state file is written atomically, and a ready session is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jobyard.jobs.types import JOB_TYPE_SESSION_INIT
+from jobyard.model import Job, PermanentError, Snooze
+from jobyard.queue import Queue
+from jobyard.services.entities import EntityStatus, NewSession, Session
+from jobyard.services.paths import session_dir
+from jobyard.store.base import Store
+
+__all__ = ["SessionService"]
+
+STATE_FILE = "state.json"
+_REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
+
+
+@dataclass
+class SessionService:
+    store: Store
+    queue: Queue
+    data_dir: Path
+    # How long a session waits for its workspace to become ready before it gives up.
+    workspace_wait: timedelta = timedelta(hours=1)
+    poll_seconds: float = 0.5
+
+    async def create(self, workspace_id: str) -> tuple[Session, Job]:
+        """Record a new session of `workspace_id` and enqueue its init job, in one
+        transaction. Raises NotFound, storing nothing, if the workspace does not exist."""
+        session_id = f"se_{secrets.token_hex(8)}"
+        (job,) = self.queue.build_jobs(JOB_TYPE_SESSION_INIT, [{"sessionId": session_id}])
+        created = await self.store.create_session(
+            NewSession(id=session_id, workspace_id=workspace_id), job
+        )
+        self.queue.notify_enqueued()
+        return created
+
+    async def initialize(self, session_id: str) -> None:
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise PermanentError(f"session {session_id!r} does not exist")
+        folder = session_dir(self.data_dir, session.workspace_id, session.id)
+        if session.status is EntityStatus.READY and (folder / STATE_FILE).is_file():
+            return
+        workspace = await self.store.get_workspace(session.workspace_id)
+        if workspace is None or workspace.status is EntityStatus.FAILED:
+            why = "does not exist" if workspace is None else f"failed: {workspace.error}"
+            await self._fail(session, f"workspace {session.workspace_id} {why}")
+        assert workspace is not None
+        if workspace.status is not EntityStatus.READY:
+            if datetime.now(UTC) - session.created_at > self.workspace_wait:
+                await self._fail(
+                    session,
+                    f"workspace {workspace.id} was not ready after {self.workspace_wait}",
+                )
+            raise Snooze(self.poll_seconds, f"waiting for workspace {workspace.id}")
+        await self.store.set_session_status(
+            session.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
+        )
+        try:
+            await asyncio.to_thread(self._write_state, session, folder)
+        except Exception as exc:
+            await self.store.set_session_status(
+                session.id, EntityStatus.FAILED, expect=_REENTRANT, error=str(exc)
+            )
+            raise
+        await self.store.set_session_status(session.id, EntityStatus.READY, expect=_REENTRANT)
+
+    async def _fail(self, session: Session, reason: str) -> None:
+        await self.store.set_session_status(
+            session.id, EntityStatus.FAILED, expect=_REENTRANT, error=reason
+        )
+        raise PermanentError(reason)
+
+    @staticmethod
+    def _write_state(session: Session, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "id": session.id,
+            "workspace_id": session.workspace_id,
+            "initialized_at": datetime.now(UTC).isoformat(),
+        }
+        partial = folder / f".{STATE_FILE}.{secrets.token_hex(4)}"
+        partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, folder / STATE_FILE)

@@ -1,0 +1,135 @@
+"""WorkspaceService: what the seed's `workspace_init` job calls.
+
+`initialize` materializes a workspace under the data directory, from a template folder (copied),
+from a git repository in the templates folder (cloned with `git`), or empty, and writes its
+metadata. The status moves `pending → initializing → ready`, or `failed` with the error.
+
+It is idempotent: the workspace is built in a private temporary folder and moved into place in
+one rename, so a second run (at-least-once delivery) finds it complete and does nothing, and a
+run cut short leaves no half-built workspace behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
+from jobyard.model import Job, PayloadError, PermanentError
+from jobyard.queue import Queue
+from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
+from jobyard.services.paths import check_template_name, resolve_template, workspace_dir
+from jobyard.store.base import Store
+
+__all__ = ["WorkspaceService"]
+
+log = logging.getLogger("jobyard.services.workspace")
+
+METADATA = Path(".jobyard") / "workspace.json"
+GIT_TIMEOUT = 300.0
+_REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
+
+
+@dataclass
+class WorkspaceService:
+    store: Store
+    queue: Queue
+    data_dir: Path
+    templates_dir: Path
+
+    async def create(self, name: str, template: str | None = None) -> tuple[Workspace, Job]:
+        """Record a new workspace and enqueue its init job, in one transaction."""
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise PayloadError(
+                f"workspace name {name!r} is not a safe directory name: use 1-64 letters, "
+                "digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        if template is not None:
+            check_template_name(template)
+            resolve_template(self.templates_dir, template)
+        workspace_id = f"ws_{secrets.token_hex(8)}"
+        (job,) = self.queue.build_jobs(JOB_TYPE_WORKSPACE_INIT, [{"workspaceId": workspace_id}])
+        created = await self.store.create_workspace(
+            NewWorkspace(id=workspace_id, name=name, template=template), job
+        )
+        self.queue.notify_enqueued()
+        return created
+
+    async def initialize(self, workspace_id: str) -> None:
+        workspace = await self.store.get_workspace(workspace_id)
+        if workspace is None:
+            raise PermanentError(f"workspace {workspace_id!r} does not exist")
+        target = workspace_dir(self.data_dir, workspace.id)
+        if workspace.status is EntityStatus.READY and (target / METADATA).is_file():
+            return
+        await self.store.set_workspace_status(
+            workspace.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
+        )
+        try:
+            await asyncio.to_thread(self._materialize, workspace, target)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            await self.store.set_workspace_status(
+                workspace.id, EntityStatus.FAILED, expect=_REENTRANT, error=reason
+            )
+            raise
+        await self.store.set_workspace_status(workspace.id, EntityStatus.READY, expect=_REENTRANT)
+
+    def _materialize(self, workspace: Workspace, target: Path) -> None:
+        if (target / METADATA).is_file():
+            return  # built by an earlier run
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".staging-{workspace.id}-{secrets.token_hex(4)}"
+        try:
+            source = self._fill(workspace, staging)
+            meta = {
+                "id": workspace.id,
+                "name": workspace.name,
+                "template": workspace.template,
+                "source": source,
+                "initialized_at": datetime.now(UTC).isoformat(),
+            }
+            (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
+            (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (target / METADATA).is_file():
+                    raise
+                # Another run of the same job finished first: its workspace stands.
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _fill(self, workspace: Workspace, staging: Path) -> str:
+        """Put the workspace's files in `staging`; returns how ("empty", "copy", "git")."""
+        if workspace.template is None:
+            staging.mkdir()
+            return "empty"
+        source = resolve_template(self.templates_dir, workspace.template)
+        if not source.is_dir():
+            raise FileNotFoundError(f"template {workspace.template!r} does not exist")
+        if (source / ".git").exists():
+            result = subprocess.run(
+                ["git", "clone", "--quiet", "--no-hardlinks", "--", str(source), str(staging)],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"git clone of template {workspace.template!r} failed: "
+                    f"{result.stderr.strip()[:500]}"
+                )
+            return "git"
+        # symlinks=True copies links as links: nothing outside the template is read.
+        shutil.copytree(source, staging, symlinks=True)
+        return "copy"
