@@ -101,6 +101,9 @@ class Dispatcher:
         self._completer: Completer | None = None
         self._started = False
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
+        # Observers for metrics: called in the event loop, so they must be quick.
+        self.on_job_start: Callable[[Job], None] | None = None
+        self.on_job_end: Callable[[Job, Outcome, float], None] | None = None
         queue.set_notify_func(self.notify)
 
     # -- registration ----------------------------------------------------------------------
@@ -262,6 +265,9 @@ class Dispatcher:
     async def _execute(self, job: Job, ctx: JobContext, limit_s: float) -> None:
         """The seed's `execute`: run, then record the outcome. Never raises."""
         assert self._completer is not None
+        started = time.monotonic()
+        if self.on_job_start is not None:
+            self.on_job_start(job)
         runner = self._runners[job.type]
         error: str | None = None
         timed_out = permanent = False
@@ -317,6 +323,8 @@ class Dispatcher:
             )
         self._completer.submit(self._result(job, outcome, error))
         self.notify()  # a slot is free
+        if self.on_job_end is not None:
+            self.on_job_end(job, outcome, time.monotonic() - started)
 
     def _result(
         self, job: Job, outcome: Outcome, error: str | None = None, *, delay: float = 0.0

@@ -1,0 +1,64 @@
+"""The FastAPI application: JSON API, health, metrics and the dashboard, on one runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from jobyard.api import dashboard
+from jobyard.api.metrics import Metrics
+from jobyard.api.routes import api, health
+from jobyard.api.security import BodySizeLimit
+from jobyard.api.settings import ServerSettings
+from jobyard.model import JobyardError
+from jobyard.runtime import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool = True) -> FastAPI:
+    """The service on `runtime`. With `run_worker`, the app also runs the runtime's dispatcher
+    for its lifetime (one process serves the API and works jobs: `jobyard serve`)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.store.migrate()
+        node = asyncio.create_task(runtime.dispatcher.start()) if run_worker else None
+        try:
+            yield
+        finally:
+            if node is not None:
+                await runtime.dispatcher.stop()
+                await node
+            await runtime.close()
+
+    app = FastAPI(
+        title="jobyard",
+        summary="Durable background jobs: workspaces, sessions and the jobs that build them.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app.state.api_token = token
+    metrics = Metrics(runtime)
+    app.include_router(api)
+    app.include_router(health)
+    app.include_router(dashboard.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(await metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(JobyardError)
+    async def jobyard_error(request: Request, exc: JobyardError) -> JSONResponse:
+        # Anything the routes did not map themselves is still the caller's fault or a clear
+        # operational error, never a bare 500 with a traceback.
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

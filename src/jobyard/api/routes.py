@@ -1,0 +1,203 @@
+"""The JSON API: the seed's Handler, plus jobs, status and health.
+
+Every refusal happens before anything is written: an unknown type or a bad payload answers 422
+with the reason, an oversize body 413, a missing workspace 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+
+from jobyard.api.schemas import (
+    JobCreate,
+    JobOut,
+    JobPage,
+    SessionCreated,
+    SessionOut,
+    StatusOut,
+    WorkspaceCreate,
+    WorkspaceCreated,
+    WorkspaceOut,
+)
+from jobyard.api.security import require_token
+from jobyard.model import Job, JobStatus, NotFound, PayloadError, PayloadTooLarge, UnknownJobType
+from jobyard.runtime import Runtime
+from jobyard.status import cluster_status
+from jobyard.store.base import JobFilter
+
+__all__ = ["api", "health"]
+
+api = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+health = APIRouter()
+
+MAX_PAGE = 500
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def refused(exc: Exception) -> HTTPException:
+    if isinstance(exc, PayloadTooLarge):
+        return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc))
+    if isinstance(exc, NotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
+
+
+async def job_or_404(rt: Runtime, job_id: int) -> Job:
+    job = await rt.store.get_job(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
+    return job
+
+
+@api.post("/workspaces", status_code=status.HTTP_202_ACCEPTED, response_model=WorkspaceCreated)
+async def create_workspace(body: WorkspaceCreate, rt: Rt) -> WorkspaceCreated:
+    """Record a workspace and enqueue its `workspace_init` job, in one transaction."""
+    try:
+        workspace, job = await rt.workspaces.create(body.name, body.template)
+    except (PayloadError, UnknownJobType) as exc:
+        raise refused(exc) from None
+    return WorkspaceCreated(workspace=WorkspaceOut.of(workspace), job=JobOut.of(job))
+
+
+@api.get("/workspaces", response_model=list[WorkspaceOut])
+async def list_workspaces(
+    rt: Rt, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50
+) -> list[WorkspaceOut]:
+    return [WorkspaceOut.of(w) for w in await rt.store.list_workspaces(limit=limit)]
+
+
+@api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut)
+async def get_workspace(workspace_id: str, rt: Rt) -> WorkspaceOut:
+    workspace = await rt.store.get_workspace(workspace_id)
+    if workspace is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"workspace {workspace_id!r} does not exist")
+    return WorkspaceOut.of(workspace)
+
+
+@api.post(
+    "/workspaces/{workspace_id}/sessions",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SessionCreated,
+)
+async def create_session(workspace_id: str, rt: Rt) -> SessionCreated:
+    """Record a session and enqueue its `session_init` job, in one transaction."""
+    try:
+        session, job = await rt.sessions.create(workspace_id)
+    except (NotFound, PayloadError) as exc:
+        raise refused(exc) from None
+    return SessionCreated(session=SessionOut.of(session), job=JobOut.of(job))
+
+
+@api.get("/sessions/{session_id}", response_model=SessionOut)
+async def get_session(session_id: str, rt: Rt) -> SessionOut:
+    session = await rt.store.get_session(session_id)
+    if session is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id!r} does not exist")
+    return SessionOut.of(session)
+
+
+@api.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+async def create_job(body: JobCreate, rt: Rt) -> JobOut:
+    """Enqueue a job of a registered type."""
+    if body.type not in rt.dispatcher.job_types:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"job type {body.type!r} is not registered; known types: "
+            + ", ".join(rt.dispatcher.job_types),
+        )
+    try:
+        job = await rt.queue.enqueue(
+            body.type,
+            body.payload,
+            run_at=body.run_at,
+            priority=body.priority,
+            max_attempts=body.max_attempts,
+        )
+    except (PayloadError, UnknownJobType) as exc:
+        raise refused(exc) from None
+    return JobOut.of(job)
+
+
+@api.get("/jobs", response_model=JobPage)
+async def list_jobs(
+    rt: Rt,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    type_: Annotated[str | None, Query(alias="type", max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    after: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+) -> JobPage:
+    """Newest first. `after` is the `next` cursor of the previous page."""
+    before_id = int(after) if after is not None else None
+    if before_id is not None and before_id > 2**63 - 1:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cursor out of range")
+    jobs = await rt.store.list_jobs(
+        JobFilter(status=status_, type=type_, limit=limit + 1, before_id=before_id)
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    return JobPage(jobs=[JobOut.of(j) for j in page], next=str(page[-1].id) if more else None)
+
+
+@api.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: int, rt: Rt) -> JobOut:
+    return JobOut.of(await job_or_404(rt, _job_id(job_id)))
+
+
+@api.post("/jobs/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: int, rt: Rt) -> JobOut:
+    """Start a failed or cancelled job again, with a fresh set of attempts."""
+    job = await rt.store.retry_job(_job_id(job_id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
+    if job.status is not JobStatus.PENDING:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried",
+        )
+    rt.queue.notify_enqueued()
+    return JobOut.of(job)
+
+
+@api.post("/jobs/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: int, rt: Rt) -> JobOut:
+    """Cancel a pending job."""
+    job = await rt.store.cancel_job(_job_id(job_id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
+    if job.status is not JobStatus.CANCELLED:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job_id} is {job.status.value}; only pending jobs can be cancelled",
+        )
+    return JobOut.of(job)
+
+
+@api.get("/status", response_model=StatusOut)
+async def get_status(rt: Rt) -> StatusOut:
+    """The leader and its term, the live nodes, and per type: counts, running and limit."""
+    return StatusOut.of(await cluster_status(rt.store, rt.limits))
+
+
+@health.get("/healthz")
+async def healthz(rt: Rt, response: Response) -> dict[str, str]:
+    """200 while the database answers; 503 otherwise."""
+    try:
+        await rt.store.now()
+    except Exception as exc:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "reason": type(exc).__name__}
+    return {"status": "ok", "node": rt.dispatcher.node_id}
+
+
+def _job_id(job_id: int) -> int:
+    if not 1 <= job_id <= 2**63 - 1:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
+    return job_id

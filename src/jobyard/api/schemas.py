@@ -1,0 +1,203 @@
+"""The API's JSON shapes. Requests forbid unknown fields; responses mirror the records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobyard.model import Job, JobStatus
+from jobyard.services.entities import EntityStatus, Session, Workspace
+from jobyard.status import ClusterStatus
+
+__all__ = [
+    "JobCreate",
+    "JobOut",
+    "JobPage",
+    "SessionCreated",
+    "SessionOut",
+    "StatusOut",
+    "WorkspaceCreate",
+    "WorkspaceCreated",
+    "WorkspaceOut",
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkspaceCreate(_Request):
+    name: str = Field(min_length=1, max_length=64, examples=["my-project"])
+    template: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class JobCreate(_Request):
+    type: str = Field(min_length=1, max_length=128, examples=["workspace_init"])
+    payload: Any = None
+    run_at: datetime | None = None
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+
+
+class JobOut(BaseModel):
+    id: int
+    type: str
+    payload: Any
+    status: JobStatus
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    owner: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            type=job.type,
+            payload=job.payload,
+            status=job.status,
+            priority=job.priority,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            run_at=job.run_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=job.error,
+            owner=job.owner,
+        )
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next: str | None = Field(description="Pass as `after` for the next page; null at the end.")
+
+
+class WorkspaceOut(BaseModel):
+    id: str
+    name: str
+    template: str | None
+    status: EntityStatus
+    error: str | None
+    job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, ws: Workspace) -> WorkspaceOut:
+        return cls(
+            id=ws.id,
+            name=ws.name,
+            template=ws.template,
+            status=ws.status,
+            error=ws.error,
+            job_id=ws.job_id,
+            created_at=ws.created_at,
+            updated_at=ws.updated_at,
+        )
+
+
+class SessionOut(BaseModel):
+    id: str
+    workspace_id: str
+    status: EntityStatus
+    error: str | None
+    job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, s: Session) -> SessionOut:
+        return cls(
+            id=s.id,
+            workspace_id=s.workspace_id,
+            status=s.status,
+            error=s.error,
+            job_id=s.job_id,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+        )
+
+
+class WorkspaceCreated(BaseModel):
+    workspace: WorkspaceOut
+    job: JobOut
+
+
+class SessionCreated(BaseModel):
+    session: SessionOut
+    job: JobOut
+
+
+class LeaderOut(BaseModel):
+    node_id: str
+    elected_at: datetime
+    expires_at: datetime
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    hostname: str
+    pid: int
+    job_types: list[str]
+    concurrency: int
+    heartbeat_at: datetime | None
+    expires_at: datetime | None
+
+
+class TypeOut(BaseModel):
+    type: str
+    counts: dict[str, int]
+    running: int
+    limit: int | None
+    served: bool
+
+
+class StatusOut(BaseModel):
+    leader: LeaderOut | None
+    nodes: list[NodeOut]
+    types: list[TypeOut]
+    unserved: list[str]
+
+    @classmethod
+    def of(cls, st: ClusterStatus) -> StatusOut:
+        leader = None
+        if st.leader is not None:
+            leader = LeaderOut(
+                node_id=st.leader.leader_id,
+                elected_at=st.leader.elected_at,
+                expires_at=st.leader.expires_at,
+            )
+        return cls(
+            leader=leader,
+            nodes=[
+                NodeOut(
+                    node_id=n.node_id,
+                    hostname=n.hostname,
+                    pid=n.pid,
+                    job_types=list(n.job_types),
+                    concurrency=n.concurrency,
+                    heartbeat_at=n.heartbeat_at,
+                    expires_at=n.expires_at,
+                )
+                for n in st.nodes
+            ],
+            types=[
+                TypeOut(
+                    type=t.type,
+                    counts={k.value: v for k, v in t.counts.items()},
+                    running=t.running,
+                    limit=t.limit,
+                    served=t.served,
+                )
+                for t in st.types
+            ],
+            unserved=st.unserved,
+        )

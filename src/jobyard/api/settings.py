@@ -1,0 +1,63 @@
+"""Server settings, from arguments or `JOBYARD_*` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobyard.model import ConfigError
+
+__all__ = ["ServerSettings", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerSettings(BaseSettings):
+    """How the HTTP server listens and whom it lets in.
+
+    `api_token` (`JOBYARD_API_TOKEN`): when set, every `/api` call needs
+    `Authorization: Bearer <token>`, and so does the dashboard. Without it the server listens on
+    loopback only; `host` beyond loopback without a token is refused.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="JOBYARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond loopback without a token."""
+        if not is_loopback(self.host) and self.api_token is None:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without JOBYARD_API_TOKEN: anyone who can "
+                "reach it could run jobs; set a token or listen on 127.0.0.1"
+            )
+
+    @classmethod
+    def load(cls, **overrides: object) -> ServerSettings:
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]  # env fills the rest
+        except ValidationError as exc:
+            parts = [
+                f"JOBYARD_{str(e['loc'][0]).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            ]
+            raise ConfigError("invalid server settings: " + "; ".join(parts)) from None
