@@ -48,7 +48,7 @@ def refused(exc: Exception) -> HTTPException:
         return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc))
     if isinstance(exc, NotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
 
 
 async def job_or_404(rt: Runtime, job_id: int) -> Job:
@@ -110,7 +110,7 @@ async def create_job(body: JobCreate, rt: Rt) -> JobOut:
     """Enqueue a job of a registered type."""
     if body.type not in rt.dispatcher.job_types:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"job type {body.type!r} is not registered; known types: "
             + ", ".join(rt.dispatcher.job_types),
         )
@@ -138,7 +138,7 @@ async def list_jobs(
     """Newest first. `after` is the `next` cursor of the previous page."""
     before_id = int(after) if after is not None else None
     if before_id is not None and before_id > 2**63 - 1:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cursor out of range")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor out of range")
     jobs = await rt.store.list_jobs(
         JobFilter(status=status_, type=type_, limit=limit + 1, before_id=before_id)
     )
@@ -154,14 +154,15 @@ async def get_job(job_id: int, rt: Rt) -> JobOut:
 @api.post("/jobs/{job_id}/retry", response_model=JobOut)
 async def retry_job(job_id: int, rt: Rt) -> JobOut:
     """Start a failed or cancelled job again, with a fresh set of attempts."""
-    job = await rt.store.retry_job(_job_id(job_id))
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
-    if job.status is not JobStatus.PENDING:
+    current = await job_or_404(rt, _job_id(job_id))
+    if current.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried",
+            f"job {job_id} is {current.status.value}; only failed or cancelled jobs can be retried",
         )
+    job = await rt.store.retry_job(current.id)
+    if job is None or job.status is not JobStatus.PENDING:  # changed under us
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} changed; try again")
     rt.queue.notify_enqueued()
     return JobOut.of(job)
 

@@ -53,32 +53,33 @@ class BodySizeLimit:
             await _too_large(send, self.limit)
             return
         seen = 0
-        responded = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    # Answer 413 ourselves and tell the app the client left: whatever the app
+                    # does with that (frameworks turn a body error into 400), it is not sent.
+                    refused = True
+                    if not started:
+                        await _too_large(send, self.limit)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal responded
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
-                responded = True
+                started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not responded:
-                await _too_large(send, self.limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
