@@ -278,3 +278,10 @@ def test_every_api_route_needs_the_token_when_one_is_set(secured: LiveServer) ->
         assert authorized.get("/api/status").status_code == 200
         assert authorized.get("/healthz").status_code == 200
         assert TOKEN not in authorized.get("/metrics").text
+
+
+def test_without_a_token_only_loopback_host_names_are_served(server: LiveServer) -> None:
+    with server.client() as http:
+        assert http.get("/api/status").status_code == 200
+        rebinding = http.get("/api/status", headers={"Host": "attacker.example"})
+        assert rebinding.status_code == 400

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from jobyard.api import dashboard
 from jobyard.api.metrics import Metrics
@@ -18,6 +19,8 @@ from jobyard.model import JobyardError
 from jobyard.runtime import Runtime
 
 __all__ = ["create_app"]
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool = True) -> FastAPI:
@@ -61,4 +64,8 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    if token is None:
+        # Without a token the server is on loopback only; refusing other Host names stops a
+        # web page from reaching it through DNS rebinding.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
     return app

@@ -1,13 +1,499 @@
-"""The dashboard (placeholder until the live dashboard lands)."""
+"""The live dashboard: one server-rendered page at `/` that an operator can leave open.
+
+Everything is rendered by Jinja2 with autoescaping always on, because nearly every string on the
+page (job errors, workspace names and templates, node names) comes from users or from code that
+quotes user input; nothing here is ever marked safe. The page stays current without a reload: a
+small same-origin script (`static/live.js`) re-fetches the `/ui/live` fragment every 2 s and
+swaps it in. Actions are plain HTML forms that POST and redirect back (303), so the page works
+with no script at all, just without the live refresh.
+
+Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
+or as the `jobyard_token` cookie that `/ui/login` sets. Without a token the server only listens
+on loopback, so the page is open; forms posted from another site are still refused (see
+`_same_origin`), because a web page in the operator's browser can reach loopback.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from jobyard.api.security import bearer, token_matches
+from jobyard.model import Job, JobStatus, PayloadError, UnknownJobType
+from jobyard.runtime import Runtime
+from jobyard.services.entities import Session, Workspace
+from jobyard.status import ClusterStatus, cluster_status
+from jobyard.store.base import JobFilter
+
+__all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
+
+# HTML, not JSON: nothing here belongs in the OpenAPI schema.
+router = APIRouter(include_in_schema=False)
+
+COOKIE: Final = "jobyard_token"
+LIVE_PATH: Final = "/ui/live"
+LOGIN_PATH: Final = "/ui/login"
+THROUGHPUT_MINUTES: Final = 30
+RECENT_JOBS: Final = 20
+RECENT_FAILURES: Final = 10
+RECENT_ENTITIES: Final = 20
+ERROR_CHARS: Final = 600
+MAX_JOB_ID: Final = 2**63 - 1
+# Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY (and warns on the old name); the number works
+# on every supported version.
+UNPROCESSABLE: Final = 422
+
+# The page loads only its own script and stylesheet, so an injected tag would not run even if
+# escaping ever failed; frames and foreign form targets are refused as well.
+_SECURITY_HEADERS: Final[Mapping[str, str]] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # Not "no-referrer": with it, browsers send `Origin: null` on form posts, which
+    # `_same_origin` must refuse.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+# autoescape=True (not select_autoescape): every template here is HTML, so every `{{ }}` is
+# escaped whatever the file is called. StrictUndefined turns a typo into an error, not a blank.
+_env = Environment(
+    loader=PackageLoader("jobyard.api", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_STATIC_TYPES: Final[Mapping[str, str]] = {
+    "live.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index() -> str:
-    return "<!doctype html><title>jobyard</title><h1>jobyard</h1>"
+def _load_static() -> dict[str, bytes]:
+    """Read the few static files once: they ship inside the package and never change."""
+    folder = resources.files("jobyard.api").joinpath("static")
+    return {name: folder.joinpath(name).read_bytes() for name in _STATIC_TYPES}
+
+
+_STATIC: Final = _load_static()
+
+
+# -- what the page shows ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Sparkline:
+    """Jobs finished per minute, oldest first; the last bucket is the current minute.
+
+    The SVG coordinates are computed here, as plain numbers, so the template only places them.
+    """
+
+    counts: tuple[int, ...]
+    width: int = 300
+    height: int = 48
+    pad: int = 3
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def peak(self) -> int:
+        return max(self.counts, default=0)
+
+    @property
+    def last(self) -> int:
+        return self.counts[-1] if self.counts else 0
+
+    def _xy(self) -> list[tuple[float, float]]:
+        n = len(self.counts)
+        step = self.width / (n - 1) if n > 1 else 0.0
+        span = self.height - 2 * self.pad
+        peak = self.peak
+        bottom = self.height - self.pad
+        return [
+            (round(i * step, 1), round(bottom - (c / peak if peak else 0.0) * span, 1))
+            for i, c in enumerate(self.counts)
+        ]
+
+    @property
+    def points(self) -> str:
+        """The polyline's `points` attribute."""
+        return " ".join(f"{x:g},{y:g}" for x, y in self._xy())
+
+    @property
+    def area(self) -> str:
+        """The polygon under the line, closed along the bottom edge."""
+        xy = self._xy()
+        if not xy:
+            return ""
+        bottom = self.height - self.pad
+        closed = [*xy, (xy[-1][0], bottom), (xy[0][0], bottom)]
+        return " ".join(f"{x:g},{y:g}" for x, y in closed)
+
+
+def sparkline(
+    rows: Sequence[tuple[datetime, int]], now: datetime, minutes: int = THROUGHPUT_MINUTES
+) -> Sparkline:
+    """Bucket `finished_per_minute` rows into the last `minutes` minutes ending with `now`'s.
+
+    Minutes with nothing finished have no row, so they are filled with zeros here; rows outside
+    the window are ignored.
+    """
+    this_minute = math.floor(now.timestamp() / 60) * 60
+    first = this_minute - (minutes - 1) * 60
+    by_minute: dict[int, int] = {}
+    for minute, count in rows:
+        key = math.floor(minute.timestamp() / 60) * 60
+        by_minute[key] = by_minute.get(key, 0) + count
+    return Sparkline(tuple(by_minute.get(first + i * 60, 0) for i in range(minutes)))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the live part of the page shows, read in one go."""
+
+    now: datetime
+    status: ClusterStatus
+    this_node: str
+    failures: list[Job]
+    jobs: list[Job]
+    workspaces: list[Workspace]
+    sessions: list[Session]
+    throughput: Sparkline
+    states: tuple[JobStatus, ...] = field(default=tuple(JobStatus))
+
+
+async def snapshot(rt: Runtime) -> Snapshot:
+    """Read the cluster, the recent jobs and entities, and the throughput from the store.
+
+    The database clock is the reference, so ages and the sparkline agree with `finished_at`
+    even when this host's clock drifts.
+    """
+    store = rt.store
+    now = await store.now()
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
+    return Snapshot(
+        now=now,
+        status=await cluster_status(store, rt.limits),
+        this_node=rt.dispatcher.node_id,
+        failures=await store.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
+        jobs=await store.list_jobs(JobFilter(limit=RECENT_JOBS)),
+        workspaces=await store.list_workspaces(limit=RECENT_ENTITIES),
+        sessions=await store.list_sessions(limit=RECENT_ENTITIES),
+        throughput=sparkline(await store.finished_per_minute(since), now),
+    )
+
+
+def _ago(now: datetime) -> Callable[[datetime | None], str]:
+    """A short age ("4s ago", "3m ago") relative to the snapshot's database time."""
+
+    def ago(moment: datetime | None) -> str:
+        if moment is None:
+            return "—"
+        seconds = (now - moment).total_seconds()
+        if seconds < 0:
+            return f"in {_span(-seconds)}"
+        return f"{_span(seconds)} ago"
+
+    return ago
+
+
+def _span(seconds: float) -> str:
+    if seconds < 1:
+        return "<1s"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def _iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clip(text: str | None, limit: int = ERROR_CHARS) -> str:
+    """Long tracebacks would push everything else off the page; the API has the full text."""
+    if text is None:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_env.filters["iso"] = _iso
+_env.filters["clip"] = _clip
+
+
+# -- responses ----------------------------------------------------------------------------------
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def _token_required(request: Request) -> bool:
+    token: str | None = request.app.state.api_token
+    return token is not None
+
+
+def _authorized(request: Request) -> bool:
+    """The API token, from a bearer header (scripts) or the login cookie (browsers); always
+    compared in constant time. Anyone may look when no token is configured."""
+    expected: str | None = request.app.state.api_token
+    if expected is None:
+        return True
+    return token_matches(bearer(request), expected) or token_matches(
+        request.cookies.get(COOKIE), expected
+    )
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a form posted from another site.
+
+    Browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`). A page on any site
+    can post a form to 127.0.0.1, so without this check it could cancel jobs on an open
+    dashboard. Clients that send neither header (curl, httpx) are not browsers and are let
+    through; the token, when configured, still applies to them.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
+def _render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
+    html = _env.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=code, headers=dict(_SECURITY_HEADERS))
+
+
+def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
+    return _render(
+        "error.html",
+        status_code,
+        message=message,
+        status_code=status_code,
+        token_required=_token_required(request),
+    )
+
+
+def _see_other(url: str) -> RedirectResponse:
+    """303, so the browser follows a POST with a GET and a reload never repeats the action."""
+    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _unauthorized(request: Request) -> HTMLResponse:
+    response = _error(request, status.HTTP_401_UNAUTHORIZED, "Sign in with the API token first.")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _form(request: Request) -> dict[str, str] | HTMLResponse:
+    """The fields of a urlencoded form (the only kind these pages send), first value of each.
+
+    Parsed by hand because FastAPI's `Form` needs python-multipart, which jobyard does not
+    depend on. The body is already capped by the app's BodySizeLimit.
+    """
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return _error(
+            request,
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "Send the form as application/x-www-form-urlencoded.",
+        )
+    try:
+        text = (await request.body()).decode("utf-8")
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=16)
+    except (UnicodeDecodeError, ValueError):
+        return _error(request, status.HTTP_400_BAD_REQUEST, "The form could not be read.")
+    return {name: values[0] for name, values in fields.items() if values}
+
+
+def _page_context(request: Request, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "snap": snap,
+        "ago": _ago(snap.now),
+        "live_path": LIVE_PATH,
+        "token_required": _token_required(request),
+    }
+
+
+async def _index(
+    request: Request,
+    *,
+    status_code: int = 200,
+    form_error: str | None = None,
+    form_values: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    snap = await snapshot(_runtime(request))
+    return _render(
+        "index.html",
+        status_code,
+        form_error=form_error,
+        form_values=dict(form_values or {}),
+        **_page_context(request, snap),
+    )
+
+
+# -- pages --------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request) -> Response:
+    """The whole dashboard; browsers without the token are sent to sign in."""
+    if not _authorized(request):
+        return _see_other(LOGIN_PATH)
+    return await _index(request)
+
+
+@router.get(LIVE_PATH, response_class=HTMLResponse)
+async def live(request: Request) -> Response:
+    """The live part of the page alone, for the 2 s refresh. 401 rather than a redirect, so
+    the script can tell an expired sign-in from a page and send the browser to log in."""
+    if not _authorized(request):
+        return _unauthorized(request)
+    snap = await snapshot(_runtime(request))
+    return _render("_live.html", **_page_context(request, snap))
+
+
+@router.get(LOGIN_PATH, response_class=HTMLResponse)
+async def login_page(request: Request) -> Response:
+    if not _token_required(request):
+        return _see_other("/")
+    return _render("login.html", error=None)
+
+
+@router.post(LOGIN_PATH, response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    """Check the token and keep it in a cookie the page's script cannot read (HttpOnly) and
+    that other sites' requests do not carry (SameSite=Strict)."""
+    expected: str | None = request.app.state.api_token
+    if expected is None:
+        return _see_other("/")
+    if not _same_origin(request):
+        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
+    fields = await _form(request)
+    if isinstance(fields, HTMLResponse):
+        return fields
+    presented = fields.get("token")
+    if not token_matches(presented, expected):
+        return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
+    response = _see_other("/")
+    response.set_cookie(
+        COOKIE,
+        expected,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/ui/logout", response_class=HTMLResponse)
+async def logout(request: Request) -> Response:
+    if not _same_origin(request):
+        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
+    response = _see_other(LOGIN_PATH if _token_required(request) else "/")
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/ui/static/{name}")
+async def static(name: str) -> Response:
+    """The page's own script, stylesheet and icon; a fixed list, so no path reaches the disk."""
+    body = _STATIC.get(name)
+    if body is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response(
+        body,
+        media_type=_STATIC_TYPES[name],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# -- actions ------------------------------------------------------------------------------------
+def _refuse_action(request: Request) -> HTMLResponse | None:
+    if not _authorized(request):
+        return _unauthorized(request)
+    if not _same_origin(request):
+        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
+    return None
+
+
+@router.post("/ui/jobs/{job_id}/retry", response_class=HTMLResponse)
+async def retry_job(job_id: int, request: Request) -> Response:
+    """Start a failed or cancelled job again with fresh attempts, and wake the dispatcher so
+    it runs now rather than at the next poll."""
+    if (refused := _refuse_action(request)) is not None:
+        return refused
+    rt = _runtime(request)
+    job = await rt.store.retry_job(job_id) if 1 <= job_id <= MAX_JOB_ID else None
+    if job is None:
+        return _error(request, status.HTTP_404_NOT_FOUND, f"Job {job_id} does not exist.")
+    if job.status is not JobStatus.PENDING:
+        return _error(
+            request,
+            status.HTTP_409_CONFLICT,
+            f"Job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried.",
+        )
+    rt.queue.notify_enqueued()
+    return _see_other("/")
+
+
+@router.post("/ui/jobs/{job_id}/cancel", response_class=HTMLResponse)
+async def cancel_job(job_id: int, request: Request) -> Response:
+    """Cancel a pending job. A job that started meanwhile is not touched, and the answer says
+    so instead of pretending it worked."""
+    if (refused := _refuse_action(request)) is not None:
+        return refused
+    rt = _runtime(request)
+    job = await rt.store.cancel_job(job_id) if 1 <= job_id <= MAX_JOB_ID else None
+    if job is None:
+        return _error(request, status.HTTP_404_NOT_FOUND, f"Job {job_id} does not exist.")
+    if job.status is not JobStatus.CANCELLED:
+        return _error(
+            request,
+            status.HTTP_409_CONFLICT,
+            f"Job {job_id} is {job.status.value}; only pending jobs can be cancelled.",
+        )
+    return _see_other("/")
+
+
+@router.post("/ui/workspaces", response_class=HTMLResponse)
+async def create_workspace(request: Request) -> Response:
+    """Create a workspace from the form. A bad name or template is refused by the service
+    before anything is stored; the page then shows why, with the form still filled in."""
+    if (refused := _refuse_action(request)) is not None:
+        return refused
+    fields = await _form(request)
+    if isinstance(fields, HTMLResponse):
+        return fields
+    name = fields.get("name", "").strip()
+    template = fields.get("template", "").strip() or None
+    try:
+        await _runtime(request).workspaces.create(name, template)
+    except (PayloadError, UnknownJobType) as exc:
+        return await _index(
+            request,
+            status_code=UNPROCESSABLE,
+            form_error=str(exc),
+            form_values={"name": name, "template": template or ""},
+        )
+    return _see_other("/")
