@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m jobyard.demo
+	$(BIN)/jobyard serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -36,6 +36,11 @@ class ServerSettings(BaseSettings):
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("api_token")
     @classmethod
     def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:

@@ -451,9 +451,12 @@ class PostgresStore(StoreBase):
         keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
         async with self._pool.connection() as conn:
             if keys:
-                async with conn.transaction():
-                    await conn.execute(_Q["lock_types"], {"keys": keys})
-                    cursor = await conn.execute(_Q["claim_jobs"], query_params)
+                # Pipeline mode: BEGIN, the lock, the claim and COMMIT leave in one write and
+                # come back in one read, so a limited claim costs one round trip, not four.
+                async with conn.pipeline():
+                    async with conn.transaction():
+                        await conn.execute(_Q["lock_types"], {"keys": keys})
+                        cursor = await conn.execute(_Q["claim_jobs"], query_params)
                     rows = await cursor.fetchall()
             else:
                 cursor = await conn.execute(_Q["claim_jobs"], query_params)

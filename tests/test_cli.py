@@ -1,0 +1,496 @@
+"""The `jobyard` command line, run in-process with Typer's CliRunner on real databases, plus
+one real worker process that is stopped with SIGTERM.
+
+Errors are checked for the contract the CLI promises: exactly one `error:` line on stderr, no
+traceback, exit code 2 when the input was refused (and nothing stored), 1 when the operation
+failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from typer.testing import CliRunner, Result
+
+import jobyard.api.server
+from jobyard.api.settings import ServerSettings
+from jobyard.cli import app
+from jobyard.config import Config
+
+T = TypeVar("T")
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own data dir, no token, no stray JOBYARD_* settings from the shell,
+    and fast retries so failing jobs reach their final state quickly."""
+    for name in list(os.environ):
+        if name.startswith("JOBYARD_") and name != "JOBYARD_TEST_PG":
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("JOBYARD_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("JOBYARD_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("JOBYARD_JOB_POLL_INTERVAL", "0.1")
+    monkeypatch.setenv("JOBYARD_SHUTDOWN_GRACE_PERIOD", "1")
+    return data_dir
+
+
+def cli(url: str, *args: str) -> Result:
+    return runner.invoke(app, ["--database-url", url, *args])
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (
+        f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
+    return result
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(ok(result).stdout)
+
+
+def error_line(result: Result, code: int) -> str:
+    """The single `error:` line of a failed command (asserting there is exactly one)."""
+    assert result.exit_code == code, (
+        f"exit {result.exit_code}, wanted {code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0] == result.stderr.splitlines()[-1]
+    return errors[0]
+
+
+def eventually(check: Callable[[], T | None], what: str, within: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy, failing after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def jobs(url: str, *args: str) -> list[dict[str, Any]]:
+    page = as_json(cli(url, "jobs", "list", "--json", *args))
+    listed: list[dict[str, Any]] = page["jobs"]
+    return listed
+
+
+# -- migrate, enqueue, jobs ------------------------------------------------------------------
+def test_migrate_prints_the_schema_version_and_is_repeatable(store_url: str) -> None:
+    first = ok(cli(store_url, "migrate")).stdout.strip()
+    second = ok(cli(store_url, "migrate")).stdout.strip()
+    assert first == second
+    version = int(first.rsplit("schema version ", 1)[1])
+    assert version >= 1
+
+
+def test_migrate_creates_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    ok(cli(f"sqlite:///{path}", "migrate"))
+    assert path.is_file()
+
+
+def test_enqueue_then_list_and_show(store_url: str) -> None:
+    job = as_json(
+        cli(
+            store_url,
+            "enqueue",
+            "workspace_init",
+            "--payload",
+            '{"workspaceId": "ws_1"}',
+            "--priority",
+            "7",
+            "--max-attempts",
+            "2",
+            "--json",
+        )
+    )
+    assert job["type"] == "workspace_init"
+    assert job["payload"] == {"workspaceId": "ws_1"}
+    assert (job["status"], job["priority"], job["max_attempts"], job["attempt"]) == (
+        "pending",
+        7,
+        2,
+        0,
+    )
+
+    plain = ok(cli(store_url, "enqueue", "session_init", "-p", '{"sessionId": "se_1"}'))
+    second_id = int(plain.stdout.strip())  # only the id, for scripts
+    assert second_id > job["id"]
+
+    listed = jobs(store_url)
+    assert [j["id"] for j in listed] == [second_id, job["id"]]  # newest first
+    assert [j["id"] for j in jobs(store_url, "--type", "workspace_init")] == [job["id"]]
+    assert jobs(store_url, "--status", "completed") == []
+
+    shown = as_json(cli(store_url, "jobs", "show", str(job["id"]), "--json"))
+    assert shown == job
+
+    table = ok(cli(store_url, "jobs", "list")).stdout
+    assert "workspace_init" in table
+    assert "session_init" in table
+    assert str(second_id) in table
+    assert "ws_1" in ok(cli(store_url, "jobs", "show", str(job["id"]))).stdout
+
+
+def test_enqueue_run_in_schedules_later(sqlite_url: str) -> None:
+    job = as_json(
+        cli(
+            sqlite_url,
+            "enqueue",
+            "session_init",
+            "-p",
+            '{"sessionId": "se_1"}',
+            "--run-in",
+            "3600",
+            "--json",
+        )
+    )
+    from datetime import datetime, timedelta
+
+    run_at = datetime.fromisoformat(job["run_at"])
+    created = datetime.fromisoformat(job["created_at"])
+    assert timedelta(minutes=59) < run_at - created < timedelta(minutes=61)
+
+
+def test_jobs_list_pages_with_a_cursor(sqlite_url: str) -> None:
+    ids = [
+        int(
+            ok(
+                cli(sqlite_url, "enqueue", "session_init", "-p", f'{{"sessionId": "se_{n}"}}')
+            ).stdout
+        )
+        for n in range(3)
+    ]
+    first = as_json(cli(sqlite_url, "jobs", "list", "--limit", "2", "--json"))
+    assert [j["id"] for j in first["jobs"]] == [ids[2], ids[1]]
+    assert first["next"] == str(ids[1])
+    rest = as_json(
+        cli(sqlite_url, "jobs", "list", "--limit", "2", "--after", first["next"], "--json")
+    )
+    assert [j["id"] for j in rest["jobs"]] == [ids[0]]
+    assert rest["next"] is None
+
+
+def test_unknown_job_type_is_refused_and_nothing_is_stored(store_url: str) -> None:
+    result = cli(store_url, "enqueue", "no_such_type", "--payload", "{}")
+    line = error_line(result, 2)
+    assert "no_such_type" in line
+    assert "workspace_init" in line  # says what would have worked
+    assert jobs(store_url) == []
+
+
+def test_bad_json_payload_is_a_clear_error(sqlite_url: str) -> None:
+    line = error_line(cli(sqlite_url, "enqueue", "workspace_init", "--payload", "{oops"), 2)
+    assert line.startswith("error: --payload is not valid JSON")
+    assert jobs(sqlite_url) == []
+
+
+def test_payload_that_does_not_fit_its_model_is_refused(sqlite_url: str) -> None:
+    line = error_line(cli(sqlite_url, "enqueue", "workspace_init", "--payload", '{"x": 1}'), 2)
+    assert "workspaceId" in line
+    assert jobs(sqlite_url) == []
+
+
+def test_cancel_and_retry_change_the_state(store_url: str) -> None:
+    job_id = ok(cli(store_url, "enqueue", "session_init", "-p", '{"sessionId": "se_1"}')).stdout
+    job_id = job_id.strip()
+
+    assert ok(cli(store_url, "jobs", "cancel", job_id)).stdout.strip() == f"job {job_id} cancelled"
+    assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "cancelled"
+    again = ok(cli(store_url, "jobs", "cancel", job_id))  # idempotent, and says so
+    assert again.stdout.strip() == f"job {job_id} was already cancelled"
+
+    retried = as_json(cli(store_url, "jobs", "retry", job_id, "--json"))
+    assert (retried["status"], retried["attempt"]) == ("pending", 0)
+    assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "pending"
+    again = ok(cli(store_url, "jobs", "retry", job_id))
+    assert again.stdout.strip() == f"job {job_id} is already pending"
+
+
+def test_failed_job_cannot_be_cancelled_but_can_be_retried(sqlite_url: str) -> None:
+    result = cli(
+        sqlite_url, "enqueue", "workspace_init", "-p", '{"workspaceId": "ws_gone"}', "--run"
+    )
+    assert "ws_gone" in error_line(result, 1)  # permanent failure: the workspace does not exist
+    (job,) = jobs(sqlite_url)
+    assert (job["status"], job["attempt"]) == ("failed", 1)  # no retries for a permanent error
+    job_id = str(job["id"])
+
+    assert "is failed; only pending" in error_line(cli(sqlite_url, "jobs", "cancel", job_id), 1)
+    assert ok(cli(sqlite_url, "jobs", "retry", job_id)).stdout.strip() == (
+        f"job {job_id} is pending again"
+    )
+    shown = as_json(cli(sqlite_url, "jobs", "show", job_id, "--json"))
+    assert (shown["status"], shown["attempt"]) == ("pending", 0)
+
+
+@pytest.mark.parametrize("command", ["show", "cancel", "retry"])
+def test_missing_job_is_one_line(sqlite_url: str, command: str) -> None:
+    assert error_line(cli(sqlite_url, "jobs", command, "424242"), 1) == (
+        "error: job 424242 does not exist"
+    )
+
+
+# -- status --------------------------------------------------------------------------------
+def test_status_json_shows_limits_counts_and_unserved_types(store_url: str) -> None:
+    ok(cli(store_url, "enqueue", "workspace_init", "-p", '{"workspaceId": "ws_1"}'))
+    status = as_json(cli(store_url, "status", "--json"))
+    assert status["leader"] is None
+    assert status["nodes"] == []
+    types = {t["type"]: t for t in status["types"]}
+    assert types["workspace_init"]["limit"] == 5
+    assert types["session_init"]["limit"] == 10
+    assert types["workspace_init"]["counts"]["pending"] == 1
+    assert types["workspace_init"]["running"] == 0
+    assert types["workspace_init"]["served"] is False
+    assert status["unserved"] == ["workspace_init"]
+
+    text = ok(cli(store_url, "status")).stdout
+    assert "leader: none" in text
+    assert "workspace_init" in text
+    assert "no live node serves them" in text
+
+
+# -- workspaces and sessions ---------------------------------------------------------------
+def test_workspace_and_session_run_and_wait_to_ready(store_url: str, data_dir: Path) -> None:
+    created = as_json(cli(store_url, "workspaces", "create", "demo", "--run", "--wait", "--json"))
+    workspace = created["workspace"]
+    assert workspace["name"] == "demo"
+    assert workspace["status"] == "ready"
+    assert created["job"]["status"] == "completed"
+    folder = data_dir / "workspaces" / workspace["id"]
+    assert (folder / ".jobyard" / "workspace.json").is_file()
+    completed = str(created["job"]["id"])
+    assert "only failed or cancelled" in error_line(cli(store_url, "jobs", "retry", completed), 1)
+    assert "only pending" in error_line(cli(store_url, "jobs", "cancel", completed), 1)
+
+    session_id = ok(cli(store_url, "sessions", "create", workspace["id"], "--run", "--wait"))
+    session_id_text = session_id.stdout.strip()
+    assert session_id_text.startswith("se_")
+    session = as_json(cli(store_url, "sessions", "show", session_id_text, "--json"))
+    assert (session["status"], session["workspace_id"]) == ("ready", workspace["id"])
+    assert (folder / ".jobyard" / "sessions" / session_id_text / "state.json").is_file()
+    assert as_json(cli(store_url, "status", "--json"))["nodes"] == []  # the node drained
+
+
+def test_failing_template_exits_non_zero_with_the_reason(sqlite_url: str, data_dir: Path) -> None:
+    result = cli(sqlite_url, "workspaces", "create", "demo", "--template", "missing", "--run")
+    line = error_line(result, 1)
+    assert "failed" in line
+    assert "template 'missing' does not exist" in line
+    (job,) = jobs(sqlite_url)
+    # It waited for the retries: the failure is final, not the first attempt's.
+    assert (job["status"], job["attempt"]) == ("failed", job["max_attempts"])
+    assert not (data_dir / "workspaces").exists() or not any(
+        p.name.startswith("ws_") for p in (data_dir / "workspaces").iterdir()
+    )
+
+
+def test_session_of_missing_workspace_is_refused(sqlite_url: str) -> None:
+    line = error_line(cli(sqlite_url, "sessions", "create", "ws_nope"), 1)
+    assert "ws_nope" in line
+    assert jobs(sqlite_url) == []
+
+
+def test_invalid_workspace_name_is_refused(sqlite_url: str) -> None:
+    line = error_line(cli(sqlite_url, "workspaces", "create", "../etc"), 2)
+    assert "name" in line
+    assert jobs(sqlite_url) == []
+
+
+def test_wait_without_a_worker_hints_and_times_out(sqlite_url: str) -> None:
+    result = cli(sqlite_url, "workspaces", "create", "demo", "--wait", "--timeout", "0.5")
+    line = error_line(result, 1)
+    assert "not done after 0.5s: pending" in line
+    assert "no worker is running" in line
+    assert "no worker is running" in result.stderr.split("error:")[0]  # the early hint
+
+
+# -- configuration and connection errors -----------------------------------------------------
+def test_serve_beyond_loopback_without_token_is_one_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(jobyard.api.server, "serve", lambda *a, **k: started.append(a))
+    result = cli(sqlite_url, "serve", "--host", "0.0.0.0")
+    line = error_line(result, 2)
+    assert "0.0.0.0" in line
+    assert "JOBYARD_API_TOKEN" in line
+    assert started == []
+    assert "dashboard" not in result.stdout
+
+
+def test_serve_prints_the_dashboard_url_and_passes_settings(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Config, ServerSettings, bool]] = []
+
+    def fake_serve(config: Config, settings: ServerSettings, *, run_worker: bool = True) -> None:
+        calls.append((config, settings, run_worker))
+
+    monkeypatch.setattr(jobyard.api.server, "serve", fake_serve)
+    result = ok(cli(sqlite_url, "serve", "--port", "8123", "--no-worker"))
+    assert result.stdout.splitlines()[0] == "jobyard dashboard: http://127.0.0.1:8123/"
+    ((config, settings, run_worker),) = calls
+    assert config.database_url == sqlite_url
+    assert (settings.host, settings.port, run_worker) == ("127.0.0.1", 8123, False)
+
+
+def test_unreachable_postgres_is_one_line(sqlite_url: str) -> None:
+    started = time.monotonic()
+    result = cli("postgresql://postgres@127.0.0.1:1/jobyard", "status")
+    line = error_line(result, 1)
+    assert "127.0.0.1" in line
+    assert time.monotonic() - started < 15  # fails fast, not after the pool's 30 s
+
+
+def test_sqlite_file_in_a_new_folder_is_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new/folder/x.db"
+    ok(cli(url, "enqueue", "session_init", "-p", '{"sessionId": "se_1"}'))
+    assert (tmp_path / "new" / "folder" / "x.db").is_file()
+
+
+def test_unusable_sqlite_path_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    line = error_line(cli(f"sqlite:///{tmp_path}/a-file/x.db", "jobs", "list"), 1)
+    assert line.startswith(f"error: cannot use sqlite:///{tmp_path}/a-file/x.db")
+
+
+def test_sqlite_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    line = error_line(cli(f"sqlite:///{tmp_path}/junk.db", "jobs", "list"), 1)
+    assert line.startswith(f"error: database error on sqlite:///{tmp_path}/junk.db")
+
+
+def test_bad_setting_is_a_config_error(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBYARD_CONCURRENCY", "0")
+    assert "JOBYARD_CONCURRENCY" in error_line(cli(sqlite_url, "status"), 2)
+    assert "database_url" in error_line(cli("mysql://x", "status"), 2)
+
+
+def test_database_url_comes_from_thedata_dir(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBYARD_DATABASE_URL", sqlite_url)
+    ok(runner.invoke(app, ["enqueue", "session_init", "-p", '{"sessionId": "se_1"}']))
+    assert len(jobs(sqlite_url)) == 1
+    monkeypatch.setenv("JOBYARD_DATABASE_URL", "mysql://nope")
+    line = error_line(runner.invoke(app, ["status"]), 2)
+    assert "JOBYARD_DATABASE_URL" in line  # names the setting the way the user gave it
+
+
+def test_version_and_usage_errors(sqlite_url: str) -> None:
+    assert ok(runner.invoke(app, ["--version"])).stdout.startswith("jobyard ")
+    bad_status = cli(sqlite_url, "jobs", "list", "--status", "bogus")
+    assert bad_status.exit_code == 2
+    assert "Traceback" not in bad_status.output
+    assert "bogus" in bad_status.stderr
+    assert "does not exist" in error_line(cli(sqlite_url, "workspaces", "show", "ws_nope"), 1)
+
+
+# -- real processes ------------------------------------------------------------------------
+def _jobyard_command() -> list[str]:
+    script = Path(sys.executable).parent / "jobyard"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "jobyard.cli"]
+
+
+def test_python_dash_m_runs_the_cli(sqlite_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobyard.cli", "--database-url", sqlite_url, "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "schema version" in done.stdout
+
+
+@pytest.fixture
+def worker_env(store_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "JOBYARD_DATABASE_URL": store_url,
+        "JOBYARD_DATA_DIR": str(data_dir),
+        "JOBYARD_JOB_POLL_INTERVAL": "0.2",
+        "JOBYARD_HEARTBEAT_INTERVAL": "0.3",
+        "JOBYARD_LEADER_LEASE_DURATION": "1.5",
+    }
+
+
+@pytest.fixture
+def worker_process(
+    worker_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*_jobyard_command(), "worker"], stdout=log, stderr=log, env=worker_env
+        )
+    try:
+        yield proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_worker_process_runs_jobs_and_drains_on_sigterm(
+    store_url: str,
+    data_dir: Path,
+    worker_process: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    proc, log_path = worker_process
+
+    def alive_nodes() -> list[dict[str, Any]] | None:
+        assert proc.poll() is None, log_path.read_text()
+        nodes: list[dict[str, Any]] = as_json(cli(store_url, "status", "--json"))["nodes"]
+        return nodes
+
+    (node,) = eventually(alive_nodes, "the worker to register")
+    assert node["pid"] == proc.pid
+
+    created = as_json(cli(store_url, "workspaces", "create", "demo", "--json"))
+    workspace_id = created["workspace"]["id"]
+    job_id = ok(
+        cli(store_url, "enqueue", "workspace_init", "-p", json.dumps({"workspaceId": workspace_id}))
+    ).stdout.strip()
+
+    def completed(job: str) -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        return bool(as_json(cli(store_url, "jobs", "show", job, "--json"))["status"] == "completed")
+
+    eventually(lambda: completed(job_id), f"job {job_id} to complete")
+    eventually(lambda: completed(str(created["job"]["id"])), "the workspace job to complete")
+    shown = as_json(cli(store_url, "workspaces", "show", workspace_id, "--json"))
+    assert shown["status"] == "ready"
+    assert (data_dir / "workspaces" / workspace_id / ".jobyard" / "workspace.json").is_file()
+
+    # --wait sees the live worker: no hint, and it ends when the job is done.
+    waited = ok(cli(store_url, "sessions", "create", workspace_id, "--wait", "--timeout", "30"))
+    assert "no worker is running" not in waited.stderr
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log_path.read_text()
+    log = log_path.read_text()
+    assert "received SIGTERM" in log
+    assert "Traceback" not in log
+    assert as_json(cli(store_url, "status", "--json"))["nodes"] == []  # removed on drain
