@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from jobyard import failpoints
 from jobyard.store.base import JobResult, Store
 
 __all__ = ["Completer"]
@@ -61,6 +62,7 @@ class Completer:
         while self._pending:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
             try:
+                failpoints.hit("before_complete")
                 applied = await self._store.complete_jobs(batch)
             except Exception:
                 # Keep the results and try again: losing them would only cost a re-run

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from jobyard import failpoints
 from jobyard.config import Config
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
@@ -253,6 +254,8 @@ class Dispatcher:
             ClaimParams(node_id=self.node_id, job_types=types, max_jobs=free, limits=limits)
         )
         self.claimed += len(jobs)
+        if jobs:
+            failpoints.hit("after_claim")
         for job in jobs:
             self._launch(job)
 
@@ -304,6 +307,7 @@ class Dispatcher:
             ctx.cancelled.set()
             error = f"timed out after {limit_s:g}s (job timeout)"
         self._running.pop(job.id, None)
+        failpoints.hit("after_effect")
         if error is None:
             outcome = Outcome.COMPLETED
         elif job.attempt < job.max_attempts and not permanent:
