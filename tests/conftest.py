@@ -20,7 +20,8 @@ from jobyard import Queue, open_store
 from jobyard.store.base import Store
 
 PG_SERVER = os.environ.get("JOBYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-TEMPLATE = "jobyard_test_template"
+# One template per test process, so concurrent runs on one server never trip over each other.
+TEMPLATE = f"jobyard_test_template_{os.getpid()}"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -38,7 +39,7 @@ def _pg_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> str:
+def pg_template() -> Iterator[str]:
     """A database with the current schema, built once per test session."""
     problem = _pg_available()
     if problem is not None:
@@ -55,7 +56,9 @@ def pg_template() -> str:
         await store.close()
 
     asyncio.run(migrate())
-    return TEMPLATE
+    yield TEMPLATE
+    with _admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -289,30 +289,36 @@ async def test_single_node_becomes_leader_at_start_and_resigns_on_stop(
     assert await store.get_leader() is None
 
 
-async def test_leader_fails_stale_jobs_and_rescues_jobs_of_dead_nodes(
+async def test_leader_fails_stale_jobs_of_dead_nodes_and_rescues_the_rest(
     store: Store, queue: Queue
 ) -> None:
-    from jobyard.store.base import ClaimParams
+    from datetime import UTC, datetime, timedelta
 
-    queue.declare("orphan")
-    queue.declare("stuck")
+    from jobyard.store.base import ClaimParams, NodeInfo
+
+    for job_type in ("orphan", "stuck", "busy"):
+        queue.declare(job_type)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
     orphan = await queue.enqueue("orphan", {})
-    stuck = await queue.enqueue("stuck", {}, max_attempts=5)
-    # A node that claimed these and died without ever heartbeating ("ghost"), and one that is
-    # alive but stuck ("zombie", heartbeating from outside the dispatcher).
+    stuck = await queue.enqueue("stuck", {}, max_attempts=5, run_at=long_ago - timedelta(1))
+    busy = await queue.enqueue("busy", {}, run_at=long_ago - timedelta(1))
+    # Nodes that claimed jobs and died without ever heartbeating: "ghost" just now, "ancient"
+    # an hour ago (past the job's timeout). And "alive", heartbeating from outside the
+    # dispatcher, with a job running for an hour: its own node is in charge of that one.
     await store.claim_jobs(ClaimParams(node_id="ghost", job_types=["orphan"], max_jobs=1))
-    from datetime import timedelta
+    await store.claim_jobs(
+        ClaimParams(node_id="ancient", job_types=["stuck"], max_jobs=1, now=long_ago)
+    )
+    alive = NodeInfo("alive", "h", 1, ("busy",), 1)
+    await store.heartbeat_node(alive, timedelta(minutes=5))
+    await store.claim_jobs(
+        ClaimParams(node_id="alive", job_types=["busy"], max_jobs=1, now=long_ago)
+    )
 
-    from jobyard.store.base import NodeInfo
-
-    zombie = NodeInfo("zombie", "h", 1, ("stuck",), 1)
-    await store.heartbeat_node(zombie, timedelta(minutes=5))
-    await store.claim_jobs(ClaimParams(node_id="zombie", job_types=["stuck"], max_jobs=1))
-
-    config = Config(**FAST, job_timeouts={"stuck": 0.1})
+    config = Config(**FAST, job_timeouts={"stuck": 0.1, "busy": 0.1})
     dispatcher = Dispatcher(config, store, queue)
 
-    async def both_handled() -> bool:
+    async def handled() -> bool:
         a, b = await store.get_job(orphan.id), await store.get_job(stuck.id)
         return (
             a is not None
@@ -322,15 +328,18 @@ async def test_leader_fails_stale_jobs_and_rescues_jobs_of_dead_nodes(
         )
 
     async with running(dispatcher):
-        await wait_until(both_handled, limit_s=10)
+        await wait_until(handled, limit_s=10)
+        busy_now = await store.get_job(busy.id)
     stuck_after = await store.get_job(stuck.id)
     orphan_after = await store.get_job(orphan.id)
     assert stuck_after is not None
     assert orphan_after is not None
+    assert busy_now is not None
     assert stuck_after.error is not None
-    assert "timed out" in stuck_after.error
+    assert "timed out" in stuck_after.error  # failed for its timeout, not retried
     assert orphan_after.error is not None
-    assert "ghost" in orphan_after.error
+    assert "ghost" in orphan_after.error  # rescued: back to pending with a reason
+    assert busy_now.status is JobStatus.PROCESSING  # a live node's job is its own business
 
 
 async def test_cancelling_the_start_task_still_drains(store: Store, queue: Queue) -> None:

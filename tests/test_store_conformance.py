@@ -488,3 +488,22 @@ async def test_prune_deletes_old_finished_jobs_in_bounded_batches(store: Store) 
     assert await store.prune_jobs(JobStatus.CANCELLED, later - timedelta(hours=1)) == 0
     assert await store.prune_jobs(JobStatus.CANCELLED, later, batch_size=10) == 3
     assert [j.type for j in await store.list_jobs()] == ["keep"]  # pending is never pruned
+
+
+async def test_complete_and_claim_frees_a_limited_slot_in_the_same_call(store: Store) -> None:
+    await store.enqueue_jobs([new() for _ in range(3)])
+    (first,) = await store.claim_jobs(claim("n1", max_jobs=5, limits={"t": 1}))
+    stale = JobResult(first.id, first.attempt, "someone-else", Outcome.COMPLETED)
+    applied, more = await store.complete_and_claim(
+        [stale], claim("n1", max_jobs=5, limits={"t": 1})
+    )
+    assert (applied, more) == (set(), [])  # a stale result frees nothing
+    applied, more = await store.complete_and_claim(
+        [done(first)], claim("n1", max_jobs=5, limits={"t": 1})
+    )
+    assert applied == {first.id}
+    assert len(more) == 1  # the slot it freed was taken in the same transaction
+    assert more[0].id != first.id
+    assert await status_of(store, first.id) is JobStatus.COMPLETED
+    applied, none = await store.complete_and_claim([done(more[0])], claim("n1", max_jobs=0))
+    assert (applied, none) == ({more[0].id}, [])

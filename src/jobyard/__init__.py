@@ -27,13 +27,16 @@ from jobyard.model import (
     StoreError,
     UnknownJobType,
 )
+from jobyard.node import run_node
 from jobyard.queue import Queue
+from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import Store, open_store
 from jobyard.store.base import JobFilter
 
 __all__ = [
     "JOB_TYPE_SESSION_INIT",
     "JOB_TYPE_WORKSPACE_INIT",
+    "ClusterStatus",
     "Config",
     "ConfigError",
     "Dispatcher",
@@ -58,7 +61,9 @@ __all__ = [
     "UnknownJobType",
     "WorkspaceInitExecutor",
     "WorkspaceInitPayload",
+    "cluster_status",
     "open_store",
+    "run_node",
 ]
 
 __version__ = "0.1.0"

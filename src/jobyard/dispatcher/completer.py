@@ -1,16 +1,17 @@
-"""The completer: records attempt results in batches, fenced.
+"""The completer: holds attempt results until the next write takes them, fenced.
 
-Results queue up while a write is in flight and go out together in the next one, so a busy node
-makes one completion write per batch rather than one per job, and an idle node adds no delay. A
-result is applied only while its `(id, attempt, owner)` fence holds; the others are dropped and
-logged, because their job was taken away.
+A busy node writes its results together with its next claim (`Store.complete_and_claim`): one
+transaction per cycle, not one per job and not one per batch. Results that finish while a cycle
+is in flight wait for the next one, so an idle node adds no delay and a busy one batches more.
+A result is applied only while its `(id, attempt, owner)` fence holds; the others are dropped
+and logged, because their job was taken away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from jobyard import failpoints
 from jobyard.store.base import JobResult, Store
@@ -19,71 +20,64 @@ __all__ = ["Completer"]
 
 log = logging.getLogger("jobyard.completer")
 
-_MAX_BATCH = 1000
+MAX_BATCH = 1000
 
 
 class Completer:
-    def __init__(self, store: Store, on_flushed: Callable[[], None]) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._on_flushed = on_flushed
         self._pending: list[JobResult] = []
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.dropped = 0  # results whose fence failed: their job had been taken away
 
     def submit(self, result: JobResult) -> None:
         self._pending.append(result)
-        self._ready.set()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="jobyard-completer")
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
-    async def stop(self) -> None:
-        """Flush everything submitted so far, then end. Idempotent; safe before start."""
-        self._stopping = True
-        self._ready.set()
-        if self._task is not None:
-            await self._task
-        elif self._pending:
-            await self._flush_all()
+    def take(self) -> list[JobResult]:
+        """Up to MAX_BATCH results for the next write; `put_back` them if it fails."""
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if batch:
+            failpoints.hit("before_complete")
+        return batch
 
-    async def _run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            await self._flush_all()
-            if self._stopping and not self._pending:
-                return
+    def put_back(self, batch: Sequence[JobResult]) -> None:
+        # Keep them for the next attempt: losing them would only cost a re-run
+        # (at-least-once), but keeping them costs nothing.
+        self._pending[:0] = batch
 
-    async def _flush_all(self) -> None:
-        delay = 0.05
-        while self._pending:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+    def settle(self, batch: Sequence[JobResult], applied: set[int]) -> None:
+        """Log the results whose fence failed."""
+        for result in batch:
+            if result.job_id not in applied:
+                self.dropped += 1
+                log.warning(
+                    "dropped the result of job %d attempt %d: the job was taken away from node %s",
+                    result.job_id,
+                    result.attempt,
+                    result.owner,
+                )
+
+    async def flush(self, *, give_up_after: float = 5.0) -> None:
+        """Write everything still held (at shutdown), retrying a failing store for a while."""
+        delay, waited = 0.05, 0.0
+        while batch := self.take():
             try:
-                failpoints.hit("before_complete")
                 applied = await self._store.complete_jobs(batch)
             except Exception:
-                # Keep the results and try again: losing them would only cost a re-run
-                # (at-least-once), but keeping them costs nothing.
-                log.exception("recording %d job results failed; retrying", len(batch))
-                self._pending[:0] = batch
-                if self._stopping and delay > 2:
-                    log.error("giving up on %d results at shutdown", len(self._pending))
+                self.put_back(batch)
+                if waited >= give_up_after:
+                    log.error(
+                        "giving up on %d results; their jobs will be rescued and run again",
+                        len(self._pending),
+                    )
                     self._pending.clear()
                     return
+                log.exception("recording %d job results failed; retrying", len(batch))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                waited += delay
+                delay = min(delay * 2, 1.0)
                 continue
-            for result in batch:
-                if result.job_id not in applied:
-                    self.dropped += 1
-                    log.warning(
-                        "dropped the result of job %d attempt %d: the job was taken away "
-                        "from node %s",
-                        result.job_id,
-                        result.attempt,
-                        result.owner,
-                    )
-            self._on_flushed()
+            self.settle(batch, applied)

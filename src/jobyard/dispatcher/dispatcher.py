@@ -158,11 +158,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = self._stopping or asyncio.Event()
         self._stopped = asyncio.Event()
-        self._completer = Completer(self.store, self.notify)
+        self._completer = Completer(self.store)
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._heartbeat_once()  # registered before the first claim
-            self._completer.start()
             self._elector.start()
             tasks = [
                 asyncio.create_task(self._heartbeat_loop(), name="jobyard-heartbeat"),
@@ -194,7 +193,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._completer is not None:
-                await self._completer.stop()
+                await self._completer.flush()
             await self._elector.stop(resign=True)
             try:
                 await self._heartbeat_store.remove_node(self.node_id)
@@ -232,27 +231,40 @@ class Dispatcher:
         assert self._wake is not None
         assert self._stopping is not None
         poll = self.config.job_poll_interval.total_seconds()
+        backoff = 0.05
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await self._fill_slots()
+                await self._cycle()
+                backoff = 0.05
             except Exception:
-                log.exception(
-                    "claiming jobs failed on node %s; retrying at the next poll", self.node_id
-                )
+                log.exception("claiming jobs failed on node %s; retrying", self.node_id)
+                # Wake-ups would turn a database outage into a hot loop: back off instead.
+                await wait_event(self._stopping, min(backoff, poll))
+                backoff *= 2
+                continue
             if self._stopping.is_set():
                 break
             await wait_event(self._wake, poll)
 
-    async def _fill_slots(self) -> None:
+    async def _cycle(self) -> None:
+        """Record finished results and fill every free slot, in one store call."""
+        assert self._completer is not None
         free = self.config.concurrency - len(self._running)
-        if free <= 0 or not self._runners:
+        results = self._completer.take()
+        if not results and (free <= 0 or not self._runners):
             return
         types = self.job_types
         limits = {t: lim for t in types if (lim := self.limits.limit_for(t)) is not None}
-        jobs = await self.store.claim_jobs(
-            ClaimParams(node_id=self.node_id, job_types=types, max_jobs=free, limits=limits)
+        params = ClaimParams(
+            node_id=self.node_id, job_types=types, max_jobs=max(free, 0), limits=limits
         )
+        try:
+            applied, jobs = await self.store.complete_and_claim(results, params)
+        except BaseException:
+            self._completer.put_back(results)
+            raise
+        self._completer.settle(results, applied)
         self.claimed += len(jobs)
         if jobs:
             failpoints.hit("after_claim")
@@ -377,11 +389,11 @@ class Dispatcher:
             running.task.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        assert self._stopping is not None
+        """Beat until cancelled, which happens only after the drain: a stopping node is still
+        alive while its jobs finish, and must not be presumed dead and its jobs rescued."""
         interval = self.config.heartbeat_interval.total_seconds()
-        while not self._stopping.is_set():
-            if await wait_event(self._stopping, interval):
-                return
+        while True:
+            await asyncio.sleep(interval)
             try:
                 await self._heartbeat_once()
             except Exception:

@@ -92,10 +92,18 @@ class Elector:
                 log.info("node %s is leader (term %s)", self._node_id, result.elected_at)
             self._term = result
             self._trust_until = started + self._lease.total_seconds() * TRUST_FRACTION
-            if self.on_term is not None:
-                self.on_term(result, self._trust_until)
+            self._report(result, self._trust_until)
         self._notify(was_leader)
         return self.is_leader
+
+    def _report(self, term: LeaderTerm | None, until: float) -> None:
+        if self.on_term is None:
+            return
+        try:
+            self.on_term(term, until)
+        except Exception:
+            # An observer must never cost the cluster its election loop.
+            log.exception("the leadership hook raised; ignored")
 
     def _notify(self, was_leader: bool) -> None:
         if was_leader != self.is_leader:
@@ -127,8 +135,8 @@ class Elector:
             await self._task
             self._task = None
         term, self._term = self._term, None
-        if term is not None and self.on_term is not None:
-            self.on_term(None, self._clock())
+        if term is not None:
+            self._report(None, self._clock())
         if resign and term is not None:
             try:
                 if await self._store.resign_leader(term):

@@ -2,8 +2,9 @@
 
 Each pass, run by the leader every heartbeat interval:
 - rescue jobs whose node stopped heartbeating (back to pending while attempts remain);
-- fail jobs processing longer than their timeout (the seed's `FailStaleJobs`), for the case
-  where their own node is gone or stuck and cannot cancel them itself;
+- fail jobs processing longer than their timeout (the seed's `FailStaleJobs`) whose own node
+  is gone: a live node enforces its jobs' timeouts itself, and a sync executor it cannot
+  interrupt keeps its slot until it returns, so the limit is never exceeded;
 - remove the rows of dead nodes;
 - delete finished jobs past their retention, in small batches, so the table stays bounded and
   no statement holds locks for long.
@@ -37,15 +38,22 @@ class MaintenanceReport:
 
 
 async def run_maintenance(store: Store, config: Config) -> MaintenanceReport:
-    rescue = await store.rescue_orphaned_jobs()
     now = await store.now()
-    # The owning node cancels a job at its timeout; the leader steps in only a lease later, so
-    # it acts on jobs whose node could not.
+    # A live node enforces its own jobs' timeouts (and holds an overrunning sync job's slot
+    # until its thread returns), so the leader fails only stale jobs of nodes that are gone,
+    # and only a lease past the timeout.
     slack = config.leader_lease_duration
     overridden = list(config.job_timeouts)
-    stale = await store.fail_stale_jobs(now - config.job_timeout - slack, exclude_types=overridden)
+    stale = await store.fail_stale_jobs(
+        now - config.job_timeout - slack, exclude_types=overridden, skip_live_owners=True
+    )
     for job_type, timeout in config.job_timeouts.items():
-        stale += await store.fail_stale_jobs(now - timeout - slack, job_types=[job_type])
+        stale += await store.fail_stale_jobs(
+            now - timeout - slack, job_types=[job_type], skip_live_owners=True
+        )
+    # After the stale pass: a job that overran its timeout on a node that is gone ends failed
+    # with a timeout error; the other jobs of dead nodes are rescued.
+    rescue = await store.rescue_orphaned_jobs()
     dead = await store.delete_dead_nodes()
     pruned = 0
     for status, keep in (

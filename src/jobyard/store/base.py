@@ -232,6 +232,14 @@ class Store(Protocol):
         """The seed's `CompleteJob`, fenced: True if the result was applied."""
         ...
 
+    async def complete_and_claim(
+        self, results: Sequence[JobResult], params: ClaimParams
+    ) -> tuple[set[int], list[Job]]:
+        """`complete_jobs(results)` then `claim_jobs(params)`, in one transaction (one round
+        trip on PostgreSQL, one fsync on SQLite): a busy node's whole cycle. The claim sees the
+        completions, so the slots they free under a limit count at once."""
+        ...
+
     async def get_job(self, job_id: int) -> Job | None: ...
 
     async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]: ...
@@ -337,9 +345,14 @@ class Store(Protocol):
         *,
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
+        skip_live_owners: bool = False,
         now: datetime | None = None,
     ) -> int:
-        """The seed's `FailStaleJobs`: fail `processing` jobs started before `cutoff`."""
+        """The seed's `FailStaleJobs`: fail `processing` jobs started before `cutoff`.
+
+        With `skip_live_owners`, leave jobs whose node is still alive: that node enforces their
+        timeout itself and, for a sync executor it cannot interrupt, keeps the job (and its
+        slot under the type's limit) until the thread returns."""
         ...
 
     async def prune_jobs(

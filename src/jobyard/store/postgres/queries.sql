@@ -82,9 +82,9 @@ SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN
                   ELSE j.run_at END,
     attempt = CASE r.outcome WHEN 'released' THEN j.attempt - 1 ELSE j.attempt END,
     owner = CASE WHEN r.outcome IN ('retry', 'released') THEN NULL ELSE j.owner END
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(owners)s::text[], %(outcomes)s::text[],
-            %(errors)s::text[], %(delays)s::float8[])
-     AS r(id, attempt, owner, outcome, error, retry_delay)
+-- One JSON parameter instead of six arrays: far cheaper to build on the client.
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS r(id bigint, attempt int, owner text, outcome text, error text, retry_delay float8)
 WHERE j.id = r.id AND j.attempt = r.attempt AND j.owner = r.owner AND j.status = 'processing'
 RETURNING j.id;
 
@@ -179,6 +179,9 @@ SET status = 'failed', finished_at = coalesce(%(now)s, now()),
 WHERE status = 'processing' AND started_at < %(cutoff)s
   AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
   AND NOT (type = ANY(%(exclude_types)s::text[]))
+  AND (NOT %(skip_live)s OR NOT EXISTS (
+      SELECT 1 FROM jobyard_nodes n
+      WHERE n.node_id = jobyard_jobs.owner AND n.expires_at > coalesce(%(now)s, now())))
 RETURNING id;
 
 -- name: rescue_orphaned_jobs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -201,7 +202,10 @@ class PostgresStore(StoreBase):
 
     def application_name(self, role: str) -> str:
         """`jobyard:<node>:<role>`, as shown in pg_stat_activity (at most 63 bytes)."""
-        return f"jobyard:{self._node_name}:{role}"[:63]
+        # PostgreSQL keeps 63 bytes: shorten the node part so the role always survives.
+        suffix = f":{role}".encode()
+        node = f"jobyard:{self._node_name}".encode()[: 63 - len(suffix)]
+        return (node + suffix).decode("utf-8", errors="ignore")
 
     def set_node_name(self, node_name: str) -> None:
         """Name this store's connections after the node that uses it; before first use."""
@@ -435,13 +439,20 @@ class PostgresStore(StoreBase):
         return self._sync_pool.connection()
 
     async def claim_jobs(self, params: ClaimParams) -> list[Job]:
-        if params.max_jobs <= 0 or not params.job_types:
-            return []
+        _, jobs = await self.complete_and_claim((), params)
+        return jobs
+
+    async def complete_and_claim(
+        self, results: Sequence[JobResult], params: ClaimParams
+    ) -> tuple[set[int], list[Job]]:
+        wants = params.max_jobs > 0 and bool(params.job_types)
+        if not results and not wants:
+            return set(), []
         if not self._opened:
             await self._open()
         types = list(params.job_types)
         limits = [params.limits.get(t) for t in types]
-        query_params = {
+        claim = {
             "types": types,
             "limits": limits,
             "max_jobs": params.max_jobs,
@@ -450,35 +461,55 @@ class PostgresStore(StoreBase):
         }
         keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
         async with self._pool.connection() as conn:
-            if keys:
-                # Pipeline mode: BEGIN, the lock, the claim and COMMIT leave in one write and
-                # come back in one read, so a limited claim costs one round trip, not four.
-                async with conn.pipeline():
-                    async with conn.transaction():
-                        await conn.execute(_Q["lock_types"], {"keys": keys})
-                        cursor = await conn.execute(_Q["claim_jobs"], query_params)
-                    rows = await cursor.fetchall()
-            else:
-                cursor = await conn.execute(_Q["claim_jobs"], query_params)
-                rows = await cursor.fetchall()
+            if not results and not keys:
+                cursor = await conn.execute(_Q["claim_jobs"], claim)
+                return set(), self._sorted(await cursor.fetchall())
+            # Pipeline mode: BEGIN, the completions, the type locks, the claim and COMMIT leave
+            # in one write and come back in one read: one round trip and one commit for the
+            # whole cycle. The claim, later in the same transaction, sees the completions, so
+            # the slots they free count at once.
+            done = claimed = None
+            async with conn.pipeline():
+                async with conn.transaction():
+                    if results:
+                        done = await conn.execute(
+                            _Q["complete_jobs"], self._complete_params(results, params.now)
+                        )
+                    if wants:
+                        if keys:
+                            await conn.execute(_Q["lock_types"], {"keys": keys})
+                        claimed = await conn.execute(_Q["claim_jobs"], claim)
+                applied = {row[0] for row in await done.fetchall()} if done else set()
+                rows = await claimed.fetchall() if claimed else []
+        return applied, self._sorted(rows)
+
+    @staticmethod
+    def _sorted(rows: list[Any]) -> list[Job]:
         jobs = [_job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
+
+    @staticmethod
+    def _complete_params(results: Sequence[JobResult], now: datetime | None) -> dict[str, Any]:
+        rows = [
+            {
+                "id": r.job_id,
+                "attempt": r.attempt,
+                "owner": r.owner,
+                "outcome": r.outcome.value,
+                "error": r.error,
+                "retry_delay": r.retry_delay,
+            }
+            for r in results
+        ]
+        return {"rows": json.dumps(rows), "now": now}
 
     async def complete_jobs(
         self, results: Sequence[JobResult], *, now: datetime | None = None
     ) -> set[int]:
         if not results:
             return set()
-        params = {
-            "ids": [r.job_id for r in results],
-            "attempts": [r.attempt for r in results],
-            "owners": [r.owner for r in results],
-            "outcomes": [r.outcome.value for r in results],
-            "errors": [r.error for r in results],
-            "delays": [r.retry_delay for r in results],
-            "now": now,
-        }
+        params = self._complete_params(results, now)
         return {row[0] for row in await self._fetch(_Q["complete_jobs"], params)}
 
     async def get_job(self, job_id: int) -> Job | None:
@@ -678,9 +709,11 @@ class PostgresStore(StoreBase):
         *,
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
+        skip_live_owners: bool = False,
         now: datetime | None = None,
     ) -> int:
         params = {
+            "skip_live": skip_live_owners,
             "cutoff": cutoff,
             "now": now,
             "types": None if job_types is None else list(job_types),

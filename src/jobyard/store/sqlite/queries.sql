@@ -139,6 +139,8 @@ SET status = 'failed', finished_at = :now,
 WHERE status = 'processing' AND started_at < :cutoff
   AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
   AND type NOT IN (SELECT value FROM json_each(:exclude_types))
+  AND (NOT :skip_live OR owner IS NULL
+       OR owner NOT IN (SELECT node_id FROM jobyard_nodes WHERE expires_at > :now))
 RETURNING id;
 
 -- name: rescue_orphaned_jobs

@@ -382,6 +382,12 @@ class SQLiteStore(StoreBase):
     ) -> set[int]:
         if not results:
             return set()
+        return await self._run(lambda c: self._write(c, lambda w: self._complete(w, results, now)))
+
+    @staticmethod
+    def _complete(
+        conn: sqlite3.Connection, results: Sequence[JobResult], now: datetime | None
+    ) -> set[int]:
         rows = json.dumps(
             [
                 [r.job_id, r.attempt, r.owner, r.outcome.value, r.error, r.retry_delay]
@@ -389,11 +395,21 @@ class SQLiteStore(StoreBase):
             ]
         )
         params = {"rows": rows, "now": _ts(now)}
+        return {row[0] for row in conn.execute(_Q["complete_jobs"], params)}
 
-        def complete(conn: sqlite3.Connection) -> set[int]:
-            return {row[0] for row in conn.execute(_Q["complete_jobs"], params)}
+    async def complete_and_claim(
+        self, results: Sequence[JobResult], params: ClaimParams
+    ) -> tuple[set[int], list[Job]]:
+        if not results:
+            return set(), await self.claim_jobs(params)
+        wants = params.max_jobs > 0 and bool(params.job_types)
 
-        return await self._run(lambda c: self._write(c, complete))
+        def cycle(conn: sqlite3.Connection) -> tuple[set[int], list[Job]]:
+            applied = self._complete(conn, results, params.now)
+            return applied, self._claim(conn, params) if wants else []
+
+        # One write transaction, so one fsync, for both halves.
+        return await self._run(lambda c: self._write(c, cycle))
 
     async def get_job(self, job_id: int) -> Job | None:
         def get(conn: sqlite3.Connection) -> Job | None:
@@ -635,9 +651,11 @@ class SQLiteStore(StoreBase):
         *,
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
+        skip_live_owners: bool = False,
         now: datetime | None = None,
     ) -> int:
         params = {
+            "skip_live": skip_live_owners,
             "cutoff": cutoff.timestamp(),
             "now": _ts(now),
             "types": None if job_types is None else json.dumps(list(job_types)),
