@@ -14,20 +14,6 @@ FROM unnest(%(types)s::text[], %(payloads)s::text[], %(priorities)s::int[],
 ORDER BY r.ord
 RETURNING *;
 
--- name: insert_jobs_notify
--- insert_jobs plus one NOTIFY in the same statement: sent if and only if the jobs commit.
-WITH inserted AS (
-    INSERT INTO jobyard_jobs (type, payload, priority, max_attempts, run_at, created_at)
-    SELECT r.type, r.payload::jsonb, r.priority, r.max_attempts,
-           coalesce(r.run_at, coalesce(%(now)s, now())), coalesce(%(now)s, now())
-    FROM unnest(%(types)s::text[], %(payloads)s::text[], %(priorities)s::int[],
-                %(max_attempts)s::int[], %(run_ats)s::timestamptz[])
-         WITH ORDINALITY AS r(type, payload, priority, max_attempts, run_at, ord)
-    ORDER BY r.ord
-    RETURNING *
-)
-SELECT inserted.* FROM inserted, (SELECT pg_notify('jobyard_jobs', %(notify)s)) AS sent;
-
 -- name: lock_types
 -- Serialize claims of the limited types, in key order so two claimers cannot deadlock. Held to
 -- the end of the claim transaction; the claim's snapshot is taken after it is granted, so it

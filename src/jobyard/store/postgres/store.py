@@ -55,6 +55,13 @@ __all__ = ["PostgresStore"]
 log = logging.getLogger("jobyard.store.postgres")
 
 _Q: Final = load_queries("jobyard.store.postgres", "queries.sql")
+# insert_jobs plus one NOTIFY in the same statement: sent if and only if the jobs commit.
+_Q["insert_jobs_notify"] = (
+    "WITH inserted AS (\n"
+    + _Q["insert_jobs"].rstrip(";")
+    + "\n)\nSELECT inserted.* FROM inserted, "
+    + f"(SELECT pg_notify('{CHANNEL_JOBS}', %(notify)s)) AS sent"
+)
 _MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
 # Session advisory lock held while migrating, so concurrent starts apply each migration once.
 _MIGRATION_LOCK: Final = 0x6A6F627961726400  # "jobyard\0"
@@ -593,6 +600,23 @@ class PostgresStore(StoreBase):
         params = {"workspace_id": workspace_id, "limit": limit}
         return [_session(r) for r in await self._fetch(_Q["list_sessions"], params)]
 
+    async def _set_status(
+        self,
+        query: str,
+        entity_id: str,
+        status: EntityStatus,
+        expect: Sequence[EntityStatus],
+        error: str | None,
+    ) -> Any:
+        params = {
+            "id": entity_id,
+            "status": status.value,
+            "error": error,
+            "expect": [e.value for e in expect],
+        }
+        rows = await self._fetch(query, params)
+        return rows[0] if rows else None
+
     async def set_workspace_status(
         self,
         workspace_id: str,
@@ -601,14 +625,10 @@ class PostgresStore(StoreBase):
         expect: Sequence[EntityStatus],
         error: str | None = None,
     ) -> Workspace | None:
-        params = {
-            "id": workspace_id,
-            "status": status.value,
-            "error": error,
-            "expect": [e.value for e in expect],
-        }
-        rows = await self._fetch(_Q["set_workspace_status"], params)
-        return _workspace(rows[0]) if rows else None
+        row = await self._set_status(
+            _Q["set_workspace_status"], workspace_id, status, expect, error
+        )
+        return None if row is None else _workspace(row)
 
     async def set_session_status(
         self,
@@ -618,14 +638,8 @@ class PostgresStore(StoreBase):
         expect: Sequence[EntityStatus],
         error: str | None = None,
     ) -> Session | None:
-        params = {
-            "id": session_id,
-            "status": status.value,
-            "error": error,
-            "expect": [e.value for e in expect],
-        }
-        rows = await self._fetch(_Q["set_session_status"], params)
-        return _session(rows[0]) if rows else None
+        row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
+        return None if row is None else _session(row)
 
     async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
         rows = await self._fetch(_Q["finished_per_minute"], {"since": since})
