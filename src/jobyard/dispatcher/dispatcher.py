@@ -101,6 +101,8 @@ class Dispatcher:
         self._stopped: asyncio.Event | None = None
         self._completer: Completer | None = None
         self._started = False
+        self._claim_types: list[str] = []
+        self._claim_limits: dict[str, int] = {}
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
         # Observers for metrics: called in the event loop, so they must be quick.
         self.on_job_start: Callable[[Job], None] | None = None
@@ -154,6 +156,11 @@ class Dispatcher:
         if self._started:
             raise JobyardError("a Dispatcher can be started once")
         self._started = True
+        # Executors are fixed from here on: work out once what every claim asks for.
+        self._claim_types = self.job_types
+        self._claim_limits = {
+            t: lim for t in self._claim_types if (lim := self.limits.limit_for(t)) is not None
+        }
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = self._stopping or asyncio.Event()
@@ -254,10 +261,11 @@ class Dispatcher:
         results = self._completer.take()
         if not results and (free <= 0 or not self._runners):
             return
-        types = self.job_types
-        limits = {t: lim for t in types if (lim := self.limits.limit_for(t)) is not None}
         params = ClaimParams(
-            node_id=self.node_id, job_types=types, max_jobs=max(free, 0), limits=limits
+            node_id=self.node_id,
+            job_types=self._claim_types,
+            max_jobs=max(free, 0),
+            limits=self._claim_limits,
         )
         try:
             applied, jobs = await self.store.complete_and_claim(results, params)
