@@ -175,6 +175,7 @@ class PostgresStore(StoreBase):
         auto_migrate: bool = True,
         notify: bool = True,
         notify_window: float = 0.005,
+        fast_transitions: bool = True,
     ) -> None:
         self.url = url
         self._node_name = node_name
@@ -182,6 +183,7 @@ class PostgresStore(StoreBase):
         self._auto_migrate = auto_migrate
         self._migrated = False
         self._notify_enabled = notify
+        self._fast = fast_transitions
         self._limiter = _NotifyLimiter(notify_window, self._send_notify)
         self._pool_kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -233,6 +235,7 @@ class PostgresStore(StoreBase):
             max_size=1,
             auto_migrate=False,
             notify=self._notify_enabled,
+            fast_transitions=self._fast,
         )
         twin._migrated = True
         twin._parent = self
@@ -468,7 +471,7 @@ class PostgresStore(StoreBase):
         }
         keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
         async with self._pool.connection() as conn:
-            if not results and not keys:
+            if not results and not keys and not self._fast:
                 cursor = await conn.execute(_Q["claim_jobs"], claim)
                 return set(), self._sorted(await cursor.fetchall())
             # Pipeline mode: BEGIN, the completions, the type locks, the claim and COMMIT leave
@@ -478,6 +481,10 @@ class PostgresStore(StoreBase):
             done = claimed = None
             async with conn.pipeline():
                 async with conn.transaction():
+                    if self._fast:
+                        # A claim or a result lost in a database crash only makes a job run
+                        # again; enqueues, which must never be lost, stay synchronous.
+                        await conn.execute("SET LOCAL synchronous_commit = off")
                     if results:
                         done = await conn.execute(
                             _Q["complete_jobs"], self._complete_params(results, params.now)
