@@ -714,7 +714,8 @@ def serve(
     settings.check_exposure()  # before anything is printed or opened
     _run(_preflight(config.database_url))
     _setup_logging()
-    typer.echo(f"jobyard dashboard: {_dashboard_url(settings.host, settings.port)}")
+    # Flushed at once: under a process manager stdout is a pipe, and the URL must show now.
+    print(f"jobyard dashboard: {_dashboard_url(settings.host, settings.port)}", flush=True)
     api_server.serve(config, settings, run_worker=not no_worker)
 
 

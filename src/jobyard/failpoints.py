@@ -21,7 +21,7 @@ from typing import Final
 
 from jobyard.model import ConfigError, JobyardError
 
-__all__ = ["POINTS", "FailpointError", "hit"]
+__all__ = ["POINTS", "FailpointError", "check", "hit"]
 
 POINTS: Final = ("after_claim", "after_effect", "before_complete")
 _ACTIONS: Final = ("kill", "stop", "raise")
@@ -49,14 +49,23 @@ def _parse(spec: str) -> dict[str, tuple[str, float]]:
     return points
 
 
-_active = _parse(os.environ.get("JOBYARD_FAILPOINTS", ""))
+_active: dict[str, tuple[str, float]] | None = None
+
+
+def check() -> dict[str, tuple[str, float]]:
+    """Read `JOBYARD_FAILPOINTS` once; raises ConfigError (here, not at import) when bad."""
+    global _active
+    if _active is None:
+        _active = _parse(os.environ.get("JOBYARD_FAILPOINTS", ""))
+    return _active
 
 
 def hit(point: str) -> None:
     """Fire `point` if it is armed (a dictionary lookup when nothing is)."""
-    if not _active:
+    active = _active if _active is not None else check()
+    if not active:
         return
-    armed = _active.get(point)
+    armed = active.get(point)
     if armed is None or random.random() >= armed[1]:
         return
     action = armed[0]

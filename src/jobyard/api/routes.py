@@ -6,9 +6,10 @@ with the reason, an oversize body 413, a missing workspace 404.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel
 
 from jobyard.api.schemas import (
     JobCreate,
@@ -29,7 +30,28 @@ from jobyard.store.base import JobFilter
 
 __all__ = ["api", "health"]
 
-api = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error answers for the OpenAPI document: every refusal is `{"detail": "..."}`."""
+    reasons = {
+        401: "Missing or wrong bearer token (only when a token is configured)",
+        404: "No such job, workspace or session",
+        409: "The job is not in a state that allows this",
+        413: "Request body or payload too large",
+        422: "Invalid input: unknown job type, bad payload or parameter",
+    }
+    return {code: {"model": Problem, "description": reasons[code]} for code in codes}
+
+
+api = APIRouter(
+    prefix="/api",
+    dependencies=[Depends(require_token)],
+    responses=_documented(401, 413, 422),
+)
 health = APIRouter()
 
 MAX_PAGE = 500
@@ -75,7 +97,7 @@ async def list_workspaces(
     return [WorkspaceOut.of(w) for w in await rt.store.list_workspaces(limit=limit)]
 
 
-@api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut)
+@api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut, responses=_documented(404))
 async def get_workspace(workspace_id: str, rt: Rt) -> WorkspaceOut:
     workspace = await rt.store.get_workspace(workspace_id)
     if workspace is None:
@@ -87,6 +109,7 @@ async def get_workspace(workspace_id: str, rt: Rt) -> WorkspaceOut:
     "/workspaces/{workspace_id}/sessions",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SessionCreated,
+    responses=_documented(404),
 )
 async def create_session(workspace_id: str, rt: Rt) -> SessionCreated:
     """Record a session and enqueue its `session_init` job, in one transaction."""
@@ -97,7 +120,7 @@ async def create_session(workspace_id: str, rt: Rt) -> SessionCreated:
     return SessionCreated(session=SessionOut.of(session), job=JobOut.of(job))
 
 
-@api.get("/sessions/{session_id}", response_model=SessionOut)
+@api.get("/sessions/{session_id}", response_model=SessionOut, responses=_documented(404))
 async def get_session(session_id: str, rt: Rt) -> SessionOut:
     session = await rt.store.get_session(session_id)
     if session is None:
@@ -146,12 +169,12 @@ async def list_jobs(
     return JobPage(jobs=[JobOut.of(j) for j in page], next=str(page[-1].id) if more else None)
 
 
-@api.get("/jobs/{job_id}", response_model=JobOut)
+@api.get("/jobs/{job_id}", response_model=JobOut, responses=_documented(404))
 async def get_job(job_id: int, rt: Rt) -> JobOut:
     return JobOut.of(await job_or_404(rt, _job_id(job_id)))
 
 
-@api.post("/jobs/{job_id}/retry", response_model=JobOut)
+@api.post("/jobs/{job_id}/retry", response_model=JobOut, responses=_documented(404, 409))
 async def retry_job(job_id: int, rt: Rt) -> JobOut:
     """Start a failed or cancelled job again, with a fresh set of attempts."""
     current = await job_or_404(rt, _job_id(job_id))
@@ -167,7 +190,7 @@ async def retry_job(job_id: int, rt: Rt) -> JobOut:
     return JobOut.of(job)
 
 
-@api.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@api.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=_documented(404, 409))
 async def cancel_job(job_id: int, rt: Rt) -> JobOut:
     """Cancel a pending job."""
     job = await rt.store.cancel_job(_job_id(job_id))

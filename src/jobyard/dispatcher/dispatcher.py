@@ -108,6 +108,7 @@ class Dispatcher:
         self.on_job_start: Callable[[Job], None] | None = None
         self.on_job_end: Callable[[Job, Outcome, float], None] | None = None
         queue.set_notify_func(self.notify)
+        failpoints.check()  # a typo in JOBYARD_FAILPOINTS fails here, with a clear error
 
     # -- registration ----------------------------------------------------------------------
     def register_executor(self, job_type: str, executor: ExecutorLike) -> None:
@@ -289,8 +290,7 @@ class Dispatcher:
         """The seed's `execute`: run, then record the outcome. Never raises."""
         assert self._completer is not None
         started = time.monotonic()
-        if self.on_job_start is not None:
-            self.on_job_start(job)
+        self._observe_start(job)
         runner = self._runners[job.type]
         error: str | None = None
         timed_out = permanent = False
@@ -304,6 +304,7 @@ class Dispatcher:
             reason = running.reason if running else None
             if reason == "shutdown":
                 self._completer.submit(self._result(job, Outcome.RELEASED))
+                self._observe_end(job, Outcome.RELEASED, started)
             elif reason != "lost":
                 raise
             return
@@ -347,8 +348,23 @@ class Dispatcher:
             )
         self._completer.submit(self._result(job, outcome, error))
         self.notify()  # a slot is free
+        self._observe_end(job, outcome, started)
+
+    def _observe_start(self, job: Job) -> None:
+        if self.on_job_start is not None:
+            try:
+                self.on_job_start(job)
+            except Exception:
+                log.exception("the on_job_start hook raised; ignored")
+
+    def _observe_end(self, job: Job, outcome: Outcome, started: float) -> None:
+        # Observers see every attempt that ends on this node, but must never stop the job's
+        # result from being recorded.
         if self.on_job_end is not None:
-            self.on_job_end(job, outcome, time.monotonic() - started)
+            try:
+                self.on_job_end(job, outcome, time.monotonic() - started)
+            except Exception:
+                log.exception("the on_job_end hook raised; ignored")
 
     def _result(
         self, job: Job, outcome: Outcome, error: str | None = None, *, delay: float = 0.0

@@ -57,10 +57,11 @@ class SessionService:
         if session.status is EntityStatus.READY and (folder / STATE_FILE).is_file():
             return
         workspace = await self.store.get_workspace(session.workspace_id)
-        if workspace is None or workspace.status is EntityStatus.FAILED:
-            why = "does not exist" if workspace is None else f"failed: {workspace.error}"
-            await self._fail(session, f"workspace {session.workspace_id} {why}")
+        if workspace is None:
+            await self._fail(session, f"workspace {session.workspace_id} does not exist")
         assert workspace is not None
+        if workspace.status is EntityStatus.FAILED and await self._gave_up(workspace.job_id):
+            await self._fail(session, f"workspace {workspace.id} failed: {workspace.error}")
         if workspace.status is not EntityStatus.READY:
             if datetime.now(UTC) - session.created_at > self.workspace_wait:
                 await self._fail(
@@ -79,6 +80,13 @@ class SessionService:
             )
             raise
         await self.store.set_session_status(session.id, EntityStatus.READY, expect=_REENTRANT)
+
+    async def _gave_up(self, job_id: int | None) -> bool:
+        """A failed workspace whose init job still has attempts left may yet become ready."""
+        if job_id is None:
+            return True
+        job = await self.store.get_job(job_id)
+        return job is None or job.status.is_final
 
     async def _fail(self, session: Session, reason: str) -> None:
         await self.store.set_session_status(
