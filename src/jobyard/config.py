@@ -28,6 +28,7 @@ from jobyard.model import ConfigError
 __all__ = ["DEFAULT_DATABASE_URL", "Config"]
 
 DEFAULT_DATABASE_URL = "sqlite:///jobyard.db"
+MAX_DURATION = timedelta(days=36500)
 
 # The settings `Config.from_env` took from the environment, so errors name JOBYARD_<SETTING>.
 _ENV_FIELDS: ContextVar[frozenset[str]] = ContextVar("jobyard_env_fields", default=frozenset())
@@ -163,6 +164,26 @@ class Config(BaseModel):
             raise ValueError(f"must be a positive duration, got {value.total_seconds()} seconds")
         return value
 
+    @field_validator(
+        "job_poll_interval",
+        "heartbeat_interval",
+        "leader_lease_duration",
+        "job_timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+        "shutdown_grace_period",
+        "retention_completed",
+        "retention_cancelled",
+        "retention_failed",
+    )
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        # Every duration is added to or taken from "now" somewhere; 100 years keeps that
+        # arithmetic inside what dates can hold.
+        if value > MAX_DURATION:
+            raise ValueError(f"must be at most {MAX_DURATION.days} days")
+        return value
+
     @field_validator("shutdown_grace_period")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
@@ -174,8 +195,11 @@ class Config(BaseModel):
     @classmethod
     def _timeouts_positive(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
         for job_type, timeout in value.items():
-            if timeout <= timedelta(0):
-                raise ValueError(f"timeout for {job_type!r} must be a positive duration")
+            if not timedelta(0) < timeout <= MAX_DURATION:
+                raise ValueError(
+                    f"timeout for {job_type!r} must be a positive duration of at most "
+                    f"{MAX_DURATION.days} days"
+                )
         return value
 
     @field_validator("concurrency", "max_attempts", "max_payload_bytes")
@@ -261,6 +285,12 @@ def _describe(exc: ValidationError, from_env: set[str] | frozenset[str] = frozen
         if rest:
             name = f"{name}.{rest}"
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            # A rule across settings: name each setting as the user spelled it.
+            for setting in sorted(from_env, key=len, reverse=True):
+                message = message.replace(setting, f"JOBYARD_{setting.upper()}")
+            parts.append(message)
+            continue
         parts.append(f"{name}: {message}")
     return "invalid jobyard configuration: " + "; ".join(parts)
 

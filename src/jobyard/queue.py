@@ -308,7 +308,7 @@ def _resolve_run_at(run_at: datetime | timedelta | None) -> datetime | None:
             raise PayloadError("run_at must be timezone-aware (for example datetime.now(UTC))")
         if abs(run_at - datetime.now(UTC)) > _MAX_DELAY:
             raise PayloadError("run_at must be within 100 years of now")
-        return run_at
+        return run_at.astimezone(UTC)  # any offset Python allows, stored as an instant
     raise PayloadError(f"run_at must be a datetime or a timedelta, got {type(run_at).__name__}")
 
 

@@ -7,7 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from jobyard.api import dashboard
@@ -56,6 +59,27 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(await metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, which fails for NaN or lone
+        # surrogates (a 500); say where and what, never the raw input.
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "invalid"))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and request.url.path.startswith("/api/"):
+            # The framework's answer to a body it could not parse at all (nested too deeply,
+            # not UTF-8, absurd numbers): like any other malformed payload, that is a 422.
+            return JSONResponse(
+                {"detail": f"the request body is not usable JSON: {exc.detail}"},
+                status_code=422,
+            )
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(JobyardError)
     async def jobyard_error(request: Request, exc: JobyardError) -> JSONResponse:

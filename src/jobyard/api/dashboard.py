@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from jobyard.api.security import bearer, token_matches
+from jobyard.api.security import bearer, session_value, token_matches
 from jobyard.model import Job, JobStatus, PayloadError, UnknownJobType
 from jobyard.runtime import Runtime
 from jobyard.services.entities import Session, Workspace
@@ -257,7 +257,7 @@ def _authorized(request: Request) -> bool:
     if expected is None:
         return True
     return token_matches(bearer(request), expected) or token_matches(
-        request.cookies.get(COOKIE), expected
+        request.cookies.get(COOKIE), session_value(expected)
     )
 
 
@@ -397,7 +397,7 @@ async def login(request: Request) -> Response:
     response = _see_other("/")
     response.set_cookie(
         COOKIE,
-        expected,
+        session_value(expected),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from jobyard.api.schemas import (
@@ -57,6 +57,12 @@ health = APIRouter()
 MAX_PAGE = 500
 
 
+# Ids the services create, and job type names: anything else (NUL, quotes, ...) is refused
+# before it reaches the database.
+EntityId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"
+
+
 def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
@@ -98,7 +104,7 @@ async def list_workspaces(
 
 
 @api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut, responses=_documented(404))
-async def get_workspace(workspace_id: str, rt: Rt) -> WorkspaceOut:
+async def get_workspace(workspace_id: EntityId, rt: Rt) -> WorkspaceOut:
     workspace = await rt.store.get_workspace(workspace_id)
     if workspace is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workspace {workspace_id!r} does not exist")
@@ -111,7 +117,7 @@ async def get_workspace(workspace_id: str, rt: Rt) -> WorkspaceOut:
     response_model=SessionCreated,
     responses=_documented(404),
 )
-async def create_session(workspace_id: str, rt: Rt) -> SessionCreated:
+async def create_session(workspace_id: EntityId, rt: Rt) -> SessionCreated:
     """Record a session and enqueue its `session_init` job, in one transaction."""
     try:
         session, job = await rt.sessions.create(workspace_id)
@@ -121,7 +127,7 @@ async def create_session(workspace_id: str, rt: Rt) -> SessionCreated:
 
 
 @api.get("/sessions/{session_id}", response_model=SessionOut, responses=_documented(404))
-async def get_session(session_id: str, rt: Rt) -> SessionOut:
+async def get_session(session_id: EntityId, rt: Rt) -> SessionOut:
     session = await rt.store.get_session(session_id)
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id!r} does not exist")
@@ -154,7 +160,7 @@ async def create_job(body: JobCreate, rt: Rt) -> JobOut:
 async def list_jobs(
     rt: Rt,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    type_: Annotated[str | None, Query(alias="type", max_length=128)] = None,
+    type_: Annotated[str | None, Query(alias="type", pattern=TYPE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     after: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
 ) -> JobPage:

@@ -84,6 +84,7 @@ class _NotifyLimiter:
         self._trailing: set[str] = set()
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None  # keeps the trailing send referenced
+        self._handle: asyncio.TimerHandle | None = None
 
     def claim_inline(self, types: str) -> bool:
         now = time.monotonic()
@@ -94,8 +95,16 @@ class _NotifyLimiter:
         if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
-            loop.call_later(self._last + self._window - now, self._fire)
+            self._handle = loop.call_later(self._last + self._window - now, self._fire)
         return False
+
+    async def drain(self) -> None:
+        """Send a notification still waiting for its window (the store is closing)."""
+        if self._scheduled and self._handle is not None:
+            self._handle.cancel()
+            self._fire()
+        if self._task is not None:
+            await self._task
 
     def _fire(self) -> None:
         types, self._trailing = ",".join(sorted(self._trailing)), set()
@@ -314,6 +323,7 @@ class PostgresStore(StoreBase):
         return len(known)
 
     async def close(self) -> None:
+        await self._limiter.drain()
         await self._pool.close()
         if self._sync_pool is not None:
             self._sync_pool.close()
