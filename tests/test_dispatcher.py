@@ -498,3 +498,38 @@ async def test_permanent_error_fails_at_once_and_snooze_does_not_use_an_attempt(
     )
     assert (s.status, s.attempt) == (JobStatus.COMPLETED, 1)  # snoozed twice, one attempt
     assert [a for k, a in seen if k == "snooze"] == [1, 1, 1]
+
+
+async def test_a_job_owned_here_but_not_running_is_handed_back_and_run(
+    store: Store, queue: Queue
+) -> None:
+    """If a claim committed but its jobs never started (a connection lost right after the
+    commit, a crashed task), the heartbeat notices and hands the job back."""
+    from datetime import UTC, datetime, timedelta
+
+    from jobyard.store.base import ClaimParams
+
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    ran = asyncio.Event()
+
+    async def execute(job: Job) -> None:
+        ran.set()
+
+    dispatcher.register_executor("stray", execute)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    job = await queue.enqueue("stray", {}, run_at=later)  # not due: only we claim it
+    async with running(dispatcher):
+        (claimed,) = await store.claim_jobs(
+            ClaimParams(
+                node_id=dispatcher.node_id,
+                job_types=["stray"],
+                max_jobs=1,
+                now=later + timedelta(seconds=1),
+            )
+        )
+        assert claimed.id == job.id
+        await asyncio.wait_for(ran.wait(), timeout=10)
+        await wait_until(final_statuses(store))
+    final = await store.get_job(job.id)
+    assert final is not None
+    assert (final.status, final.attempt) == (JobStatus.COMPLETED, 1)  # the hand-back was free

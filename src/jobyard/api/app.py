@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -18,12 +22,19 @@ from jobyard.api.metrics import Metrics
 from jobyard.api.routes import api, health
 from jobyard.api.security import BodySizeLimit
 from jobyard.api.settings import ServerSettings
-from jobyard.model import JobyardError
+from jobyard.model import JobyardError, StoreError
 from jobyard.runtime import Runtime
 
 __all__ = ["create_app"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+log = logging.getLogger("jobyard.api")
+
+
+def _report_node_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the worker node stopped: %r; /healthz now answers 503", task.exception())
 
 
 def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool = True) -> FastAPI:
@@ -34,13 +45,19 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.store.migrate()
         node = asyncio.create_task(runtime.dispatcher.start()) if run_worker else None
+        if node is not None:
+            node.add_done_callback(_report_node_exit)
+        app.state.node = node
         try:
             yield
         finally:
-            if node is not None:
-                await runtime.dispatcher.stop()
-                await node
-            await runtime.close()
+            try:
+                if node is not None:
+                    await runtime.dispatcher.stop()
+                    with contextlib.suppress(Exception):
+                        await node
+            finally:
+                await runtime.close()
 
     app = FastAPI(
         title="jobyard",
@@ -80,6 +97,17 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
                 status_code=422,
             )
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(StoreError)
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(PoolTimeout)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database, not the caller, is at fault: a 503 the client may retry.
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the database is unavailable: {type(exc).__name__}"}, status_code=503
+        )
 
     @app.exception_handler(JobyardError)
     async def jobyard_error(request: Request, exc: JobyardError) -> JSONResponse:

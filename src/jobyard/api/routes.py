@@ -217,8 +217,12 @@ async def get_status(rt: Rt) -> StatusOut:
 
 
 @health.get("/healthz")
-async def healthz(rt: Rt, response: Response) -> dict[str, str]:
-    """200 while the database answers; 503 otherwise."""
+async def healthz(request: Request, rt: Rt, response: Response) -> dict[str, str]:
+    """200 while the database answers and (under `jobyard serve`) the worker node runs."""
+    node = getattr(request.app.state, "node", None)
+    if node is not None and node.done():
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "reason": "the worker node stopped"}
     try:
         await rt.store.now()
     except Exception as exc:

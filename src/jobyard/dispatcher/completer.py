@@ -36,11 +36,14 @@ class Completer:
     def pending(self) -> int:
         return len(self._pending)
 
+    def pending_keys(self) -> set[tuple[int, int]]:
+        return {(r.job_id, r.attempt) for r in self._pending}
+
     def take(self) -> list[JobResult]:
         """Up to MAX_BATCH results for the next write; `put_back` them if it fails."""
+        if self._pending:
+            failpoints.hit("before_complete")  # before the batch leaves the buffer
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        if batch:
-            failpoints.hit("before_complete")
         return batch
 
     def put_back(self, batch: Sequence[JobResult]) -> None:

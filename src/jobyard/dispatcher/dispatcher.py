@@ -19,7 +19,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,7 +28,7 @@ from jobyard.config import Config
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
-from jobyard.dispatcher.leader import Elector
+from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
 from jobyard.dispatcher.limits import Limits
 from jobyard.dispatcher.maintenance import run_maintenance
 from jobyard.dispatcher.waiting import wait_event
@@ -52,6 +52,15 @@ log = logging.getLogger("jobyard.dispatcher")
 def new_node_id() -> str:
     """`host-pid-random`: unique per process, even for two processes with the same pid."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
+    """A shutdown step that may fail or hang without keeping the process from exiting."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except Exception:
+        log.exception("%s failed during shutdown; the lease will expire on its own", what)
 
 
 @dataclass(slots=True)
@@ -103,6 +112,8 @@ class Dispatcher:
         self._started = False
         self._claim_types: list[str] = []
         self._claim_limits: dict[str, int] = {}
+        self._alive_until = 0.0  # monotonic; renewed by every successful heartbeat
+        self._strays: set[tuple[int, int]] = set()
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
         # Observers for metrics: called in the event loop, so they must be quick.
         self.on_job_start: Callable[[Job], None] | None = None
@@ -169,7 +180,7 @@ class Dispatcher:
         self._completer = Completer(self.store)
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self._heartbeat_once()  # registered before the first claim
+            await self._register()  # registered before the first claim
             self._elector.start()
             tasks = [
                 asyncio.create_task(self._heartbeat_loop(), name="jobyard-heartbeat"),
@@ -191,6 +202,20 @@ class Dispatcher:
         if self._started and self._stopped is not None:
             await self._stopped.wait()
 
+    async def _register(self) -> None:
+        """The first heartbeat, retried until it succeeds: a database that is restarting as the
+        node starts must not leave the process up with no node in it."""
+        assert self._stopping is not None
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._heartbeat_once()
+                return
+            except Exception as exc:
+                log.warning("node %s cannot register yet (%s); retrying", self.node_id, exc)
+                await wait_event(self._stopping, delay)
+                delay = min(delay * 2, self.config.heartbeat_interval.total_seconds())
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         assert self._stopping is not None
         assert self._stopped is not None
@@ -200,13 +225,13 @@ class Dispatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            bound = max(5.0, self.config.heartbeat_interval.total_seconds())
             if self._completer is not None:
-                await self._completer.flush()
-            await self._elector.stop(resign=True)
-            try:
-                await self._heartbeat_store.remove_node(self.node_id)
-            except Exception:
-                log.exception("removing node %s failed; it will expire", self.node_id)
+                await _bounded(self._completer.flush(), bound, "recording the last results")
+            await _bounded(self._elector.stop(resign=True), bound, "resigning leadership")
+            await _bounded(
+                self._heartbeat_store.remove_node(self.node_id), bound, "removing the node row"
+            )
             for role_store in {
                 id(s): s for s in (self._heartbeat_store, self._leader_store)
             }.values():
@@ -232,7 +257,12 @@ class Dispatcher:
                 running.ctx.cancelled.set()
                 running.task.cancel()
         if pending:
-            await asyncio.wait(pending)
+            # Cancelled async jobs end at once; a sync job's thread cannot be stopped, so it is
+            # waited for, but not for ever: past another grace period it is abandoned, and its
+            # job is rescued once this node's row is gone.
+            _, stuck = await asyncio.wait(pending, timeout=max(grace, 1.0))
+            if stuck:
+                log.error("node %s abandons %d jobs that would not stop", self.node_id, len(stuck))
 
     # -- dispatching -----------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
@@ -258,7 +288,7 @@ class Dispatcher:
     async def _cycle(self) -> None:
         """Record finished results and fill every free slot, in one store call."""
         assert self._completer is not None
-        free = self.config.concurrency - len(self._running)
+        free = self.config.concurrency - len(self._running) if self._alive() else 0
         results = self._completer.take()
         if not results and (free <= 0 or not self._runners):
             return
@@ -290,6 +320,12 @@ class Dispatcher:
         """The seed's `execute`: run, then record the outcome. Never raises."""
         assert self._completer is not None
         started = time.monotonic()
+        me = self._running.get(job.id)  # this run's entry; a later claim may replace it
+
+        def forget() -> None:
+            if self._running.get(job.id) is me:
+                del self._running[job.id]
+
         self._observe_start(job)
         runner = self._runners[job.type]
         error: str | None = None
@@ -299,18 +335,29 @@ class Dispatcher:
             async with scope:
                 await runner(ctx, job, self._threads)
         except asyncio.CancelledError:
-            running = self._running.pop(job.id, None)
+            forget()
             ctx.cancelled.set()
-            reason = running.reason if running else None
+            reason = me.reason if me is not None else None
+            task = asyncio.current_task()
+            if reason is None and task is not None and task.cancelling() == 0:
+                # The executor raised CancelledError itself (nobody cancelled this run): a
+                # failure like any other, or the job would sit in processing for ever.
+                reason = "raised"
             if reason == "shutdown":
                 self._completer.submit(self._result(job, Outcome.RELEASED))
                 self._observe_end(job, Outcome.RELEASED, started)
+            elif reason == "raised":
+                outcome = Outcome.RETRY if job.attempt < job.max_attempts else Outcome.FAILED
+                error = "CancelledError: raised by the executor"
+                self._completer.submit(self._result(job, outcome, error))
+                self.notify()
+                self._observe_end(job, outcome, started)
             elif reason != "lost":
                 raise
             return
         except Snooze as snooze:
             if not scope.expired():
-                self._running.pop(job.id, None)
+                forget()
                 self._completer.submit(self._result(job, Outcome.RELEASED, delay=snooze.seconds))
                 self.notify()
                 return
@@ -327,7 +374,7 @@ class Dispatcher:
             timed_out = True
             ctx.cancelled.set()
             error = f"timed out after {limit_s:g}s (job timeout)"
-        self._running.pop(job.id, None)
+        forget()
         failpoints.hit("after_effect")
         if error is None:
             outcome = Outcome.COMPLETED
@@ -395,22 +442,49 @@ class Dispatcher:
         )
 
     async def _heartbeat_once(self) -> None:
-        before = {job_id: r.job.attempt for job_id, r in self._running.items()}
-        beat = await self._heartbeat_store.heartbeat_node(
-            self._node_info(), self.config.leader_lease_duration
-        )
-        for job_id, attempt in before.items():
-            running = self._running.get(job_id)
-            if running is None or running.job.attempt != attempt or (job_id, attempt) in beat.owned:
-                continue  # finished meanwhile, re-claimed as a newer attempt, or still ours
-            # The database no longer has this attempt on this node (rescued after we were
-            # presumed dead): stop it, and its result would be dropped anyway.
+        """Renew this node's liveness, then reconcile with what the database says it owns:
+        a run the database took away is stopped; a job the database says this node owns but
+        that nothing here runs or reports (twice in a row) is handed back."""
+        before = dict(self._running)
+        reporting = self._completer.pending_keys() if self._completer else set()
+        lease = self.config.leader_lease_duration
+        started = time.monotonic()
+        async with asyncio.timeout(lease.total_seconds() / 2):
+            beat = await self._heartbeat_store.heartbeat_node(self._node_info(), lease)
+        self._alive_until = started + lease.total_seconds() * TRUST_FRACTION
+        for job_id, entry in before.items():
+            key = (job_id, entry.job.attempt)
+            if self._running.get(job_id) is not entry or key in beat.owned:
+                continue  # finished or replaced meanwhile, or still ours
+            # The database no longer has this run on this node (rescued after we were
+            # presumed dead): stop it; its result would be dropped anyway.
+            log.warning("job %d attempt %d was taken away from node %s", *key, self.node_id)
+            self._cancel(entry, "lost")
+        local = {(job_id, entry.job.attempt) for job_id, entry in before.items()}
+        strays = set(beat.owned) - local - reporting
+        for job_id, attempt in strays & self._strays:
             log.warning(
-                "job %d attempt %d was taken away from node %s", job_id, attempt, self.node_id
+                "job %d attempt %d is owned by node %s but not running here; handing it back",
+                job_id,
+                attempt,
+                self.node_id,
             )
-            running.reason = "lost"
-            running.ctx.cancelled.set()
-            running.task.cancel()
+            assert self._completer is not None
+            self._completer.submit(
+                JobResult(job_id, attempt, self.node_id, Outcome.RELEASED, retry_delay=0.0)
+            )
+            self.notify()
+        self._strays = strays
+
+    def _cancel(self, entry: _Running, reason: str) -> None:
+        entry.reason = reason
+        entry.ctx.cancelled.set()
+        entry.task.cancel()
+
+    def _alive(self) -> bool:
+        """False once this node's own liveness may have lapsed in the database: it must stop
+        claiming, as the leader may already be rescuing its jobs."""
+        return time.monotonic() < self._alive_until
 
     async def _heartbeat_loop(self) -> None:
         """Beat until cancelled, which happens only after the drain: a stopping node is still
@@ -422,6 +496,12 @@ class Dispatcher:
                 await self._heartbeat_once()
             except Exception:
                 log.exception("heartbeat of node %s failed", self.node_id)
+                if not self._alive() and self._running:
+                    # Presumed dead by now: the leader may be rescuing these jobs, so stop
+                    # them here rather than run them twice.
+                    log.error("node %s lost its liveness; stopping its jobs", self.node_id)
+                    for entry in list(self._running.values()):
+                        self._cancel(entry, "lost")
 
     async def _watch(self) -> None:
         """Turn the store's notifications into wake-ups; restarts itself if it ever fails."""

@@ -8,6 +8,7 @@ run in the dispatcher's worker threads so they never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -19,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from jobyard.model import ConfigError, Job
 
-__all__ = ["Executor", "ExecutorLike", "JobContext", "Runner", "as_runner"]
+__all__ = ["Executor", "ExecutorLike", "JobContext", "Runner", "as_runner", "in_thread"]
 
 
 @dataclass(slots=True)
@@ -113,3 +114,16 @@ async def _wait_uncancellable(future: asyncio.Future[Any]) -> Any:
         except asyncio.CancelledError:
             if future.done():
                 return future.result()
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """`asyncio.to_thread` for executors, without its trap: if the job is cancelled (timeout,
+    shutdown, taken away), wait for the thread to finish before letting the cancellation
+    through, so the job keeps its slot under the type's limit while its work still runs."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await _wait_uncancellable(future)
+        raise

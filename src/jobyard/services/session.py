@@ -8,7 +8,6 @@ the state file is written atomically, and a ready session is left alone.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from jobyard.dispatcher.executor import in_thread
 from jobyard.jobs.types import JOB_TYPE_SESSION_INIT
 from jobyard.model import Job, PermanentError, Snooze
 from jobyard.queue import Queue
@@ -73,7 +73,7 @@ class SessionService:
             session.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
         )
         try:
-            await asyncio.to_thread(self._write_state, session, folder)
+            await in_thread(self._write_state, session, folder)
         except Exception as exc:
             await self.store.set_session_status(
                 session.id, EntityStatus.FAILED, expect=_REENTRANT, error=str(exc)

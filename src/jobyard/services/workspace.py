@@ -11,7 +11,6 @@ run cut short leaves no half-built workspace behind.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from jobyard.dispatcher.executor import in_thread
 from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
@@ -73,7 +73,7 @@ class WorkspaceService:
             workspace.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
         )
         try:
-            await asyncio.to_thread(self._materialize, workspace, target)
+            await in_thread(self._materialize, workspace, target)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             await self.store.set_workspace_status(

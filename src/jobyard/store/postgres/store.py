@@ -86,17 +86,23 @@ class _NotifyLimiter:
         self._task: asyncio.Task[None] | None = None  # keeps the trailing send referenced
         self._handle: asyncio.TimerHandle | None = None
 
-    def claim_inline(self, types: str) -> bool:
+    def claim_inline(self) -> bool:
+        """True: send the NOTIFY inside this insert. False: insert without it, then call
+        `trail` once the insert has committed."""
         now = time.monotonic()
         if now - self._last >= self._window:
             self._last = now
             return True
+        return False
+
+    def trail(self, types: str) -> None:
+        """Cover a committed, un-notified insert with the window's trailing NOTIFY: sent after
+        the commit, so a woken node always finds the job."""
         self._trailing.update(types.split(","))
         if not self._scheduled:
             self._scheduled = True
-            loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._last + self._window - now, self._fire)
-        return False
+            delay = max(0.0, self._last + self._window - time.monotonic())
+            self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
 
     async def drain(self) -> None:
         """Send a notification still waiting for its window (the store is closing)."""
@@ -110,8 +116,6 @@ class _NotifyLimiter:
         types, self._trailing = ",".join(sorted(self._trailing)), set()
         self._scheduled = False
         self._last = time.monotonic()
-        # The trailing NOTIFY goes after the debounced inserts were sent; an insert still in
-        # flight is covered by polling, the fallback for every lost hint.
         self._task = asyncio.get_running_loop().create_task(self._send(types))
 
 
@@ -184,7 +188,7 @@ class PostgresStore(StoreBase):
         auto_migrate: bool = True,
         notify: bool = True,
         notify_window: float = 0.005,
-        fast_transitions: bool = True,
+        fast_transitions: bool = False,
     ) -> None:
         self.url = url
         self._node_name = node_name
@@ -415,8 +419,10 @@ class PostgresStore(StoreBase):
             # The NOTIFY rides in the insert's own statement, so it is sent if and only if the
             # jobs commit. Within the debounce window it is left out and one trailing NOTIFY
             # follows instead: many enqueues, few notifications, no wake-up later than the window.
-            inline = self._notify_enabled and self._limiter.claim_inline(params["notify"])
+            inline = self._notify_enabled and self._limiter.claim_inline()
             rows = await self._fetch(_Q["insert_jobs_notify" if inline else "insert_jobs"], params)
+            if self._notify_enabled and not inline:
+                self._limiter.trail(params["notify"])
         else:
             if not isinstance(conn, psycopg.AsyncConnection):
                 raise StoreError(

@@ -149,7 +149,7 @@ class SQLiteStore(StoreBase):
         synchronous: str = "FULL",
         busy_timeout: float = 30.0,
         auto_migrate: bool = True,
-        fast_transitions: bool = True,
+        fast_transitions: bool = False,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
