@@ -55,13 +55,14 @@ __all__ = ["PostgresStore"]
 log = logging.getLogger("jobyard.store.postgres")
 
 _Q: Final = load_queries("jobyard.store.postgres", "queries.sql")
-# insert_jobs plus one NOTIFY in the same statement: sent if and only if the jobs commit.
-_Q["insert_jobs_notify"] = (
-    "WITH inserted AS (\n"
-    + _Q["insert_jobs"].rstrip(";")
-    + "\n)\nSELECT inserted.* FROM inserted, "
-    + f"(SELECT pg_notify('{CHANNEL_JOBS}', %(notify)s)) AS sent"
-)
+for _name in ("insert_jobs", "insert_job"):
+    # The insert plus one NOTIFY in the same statement: sent if and only if the jobs commit.
+    _Q[f"{_name}_notify"] = (
+        "WITH inserted AS (\n"
+        + _Q[_name].rstrip(";")
+        + "\n)\nSELECT inserted.* FROM inserted, "
+        + f"(SELECT pg_notify('{CHANNEL_JOBS}', %(notify)s)) AS sent"
+    )
 _MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
 # Session advisory lock held while migrating, so concurrent starts apply each migration once.
 _MIGRATION_LOCK: Final = 0x6A6F627961726400  # "jobyard\0"
@@ -339,21 +340,31 @@ class PostgresStore(StoreBase):
 
     # -- jobs ------------------------------------------------------------------------------
     @staticmethod
-    def _insert_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
-        return {
-            "types": [j.type for j in jobs],
-            "payloads": [j.payload_json for j in jobs],
-            "priorities": [j.priority for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            "run_ats": [j.run_at for j in jobs],
-            "now": None,
-            "notify": ",".join(sorted({j.type for j in jobs})),
-        }
-
-    def _insert_query_in_tx(self) -> str:
-        """In the caller's transaction (or without a loop) the commit time is unknown, so the
-        NOTIFY always rides along; it is delivered only if that transaction commits."""
-        return _Q["insert_jobs_notify" if self._notify_enabled else "insert_jobs"]
+    def _insert(jobs: Sequence[NewJob], notify: bool) -> tuple[str, dict[str, Any]]:
+        """The insert statement for `jobs` (one row or many) and its parameters."""
+        types = ",".join(sorted({j.type for j in jobs}))
+        if len(jobs) == 1:
+            (job,) = jobs
+            name = "insert_job"
+            params: dict[str, Any] = {
+                "type": job.type,
+                "payload": job.payload_json,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": job.run_at,
+            }
+        else:
+            name = "insert_jobs"
+            params = {
+                "types": [j.type for j in jobs],
+                "payloads": [j.payload_json for j in jobs],
+                "priorities": [j.priority for j in jobs],
+                "max_attempts": [j.max_attempts for j in jobs],
+                "run_ats": [j.run_at for j in jobs],
+            }
+        params["now"] = None
+        params["notify"] = types
+        return _Q[f"{name}_notify" if notify else name], params
 
     async def _send_notify(self, types: str) -> None:
         try:
@@ -414,13 +425,13 @@ class PostgresStore(StoreBase):
     async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
         if not jobs:
             return []
-        params = self._insert_params(jobs)
         if conn is None:
             # The NOTIFY rides in the insert's own statement, so it is sent if and only if the
             # jobs commit. Within the debounce window it is left out and one trailing NOTIFY
             # follows instead: many enqueues, few notifications, no wake-up later than the window.
             inline = self._notify_enabled and self._limiter.claim_inline()
-            rows = await self._fetch(_Q["insert_jobs_notify" if inline else "insert_jobs"], params)
+            query, params = self._insert(jobs, inline)
+            rows = await self._fetch(query, params)
             if self._notify_enabled and not inline:
                 self._limiter.trail(params["notify"])
         else:
@@ -431,7 +442,7 @@ class PostgresStore(StoreBase):
                 )
             if not self._opened:
                 await self._open()
-            cursor = await conn.execute(self._insert_query_in_tx(), params)
+            cursor = await conn.execute(*self._insert(jobs, self._notify_enabled))
             rows = await cursor.fetchall()
         return sorted((_job(r) for r in rows), key=lambda job: job.id)
 
@@ -440,17 +451,16 @@ class PostgresStore(StoreBase):
             return []
         if self._auto_migrate and not self._migrated:
             self._migrate_sync()
-        params = self._insert_params(jobs)
         if conn is None:
             with self._sync_connection() as own:
-                rows = own.execute(self._insert_query_in_tx(), params).fetchall()
+                rows = own.execute(*self._insert(jobs, self._notify_enabled)).fetchall()
         else:
             if not isinstance(conn, psycopg.Connection):
                 raise StoreError(
                     "enqueue_sync joins a psycopg.Connection's transaction; "
                     "await enqueue for a psycopg.AsyncConnection"
                 )
-            rows = conn.execute(self._insert_query_in_tx(), params).fetchall()
+            rows = conn.execute(*self._insert(jobs, self._notify_enabled)).fetchall()
         return sorted((_job(r) for r in rows), key=lambda job: job.id)
 
     def _sync_connection(self) -> Any:
@@ -577,7 +587,7 @@ class PostgresStore(StoreBase):
         if not self._opened:
             await self._open()
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(self._insert_query_in_tx(), self._insert_params([job]))
+            cursor = await conn.execute(*self._insert([job], self._notify_enabled))
             created = _job(await _one(cursor))
             cursor = await conn.execute(
                 _Q["insert_workspace"],
@@ -594,7 +604,7 @@ class PostgresStore(StoreBase):
         if not self._opened:
             await self._open()
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(self._insert_query_in_tx(), self._insert_params([job]))
+            cursor = await conn.execute(*self._insert([job], self._notify_enabled))
             created = _job(await _one(cursor))
             cursor = await conn.execute(
                 _Q["insert_session"],

@@ -294,7 +294,7 @@ class SQLiteStore(StoreBase):
         # One writer at a time whatever we do; a second connection would only contend.
         return self
 
-    async def watch(self, on_event: Callable[[str, str], None], *, every: float = 0.05) -> None:
+    async def watch(self, on_event: Callable[[str, str], None], *, every: float = 0.025) -> None:
         """Report commits by other connections (other processes) to the file.
 
         `PRAGMA data_version` changes when another connection commits; reading it takes no
