@@ -1,0 +1,1 @@
+"""Per-system benchmark adapters and what the orchestrator knows about them."""
