@@ -421,11 +421,13 @@ async def run(spec: dict[str, Any]) -> None:
 
         real_pass = run_maintenance
 
-        async def traced_pass(store_: Store, config_: Config) -> MaintenanceReport:
+        async def traced_pass(
+            store_: Store, config_: Config, still_leader: Callable[[], bool] = lambda: True
+        ) -> MaintenanceReport:
             began, believed = time.monotonic(), dispatcher.is_leader
             detail: dict[str, Any] = {}
             try:
-                report = await real_pass(store_, config_)
+                report = await real_pass(store_, config_, still_leader)
                 detail = {
                     "rescued": report.rescued,
                     "rescued_failed": report.rescued_failed,

@@ -224,16 +224,17 @@ def test_a_stepdown_ends_a_belief() -> None:
     ]
 
 
-def test_known_issues_are_reported_but_do_not_fail() -> None:
+def test_leaders_overlapping_after_a_database_crash_fail_the_run() -> None:
+    """Once a known issue (an unlogged lease table), now fixed: it must fail again."""
     data = healthy()
     data.faults.append(Fault("pg-restart-immediate", 59.0, 59.3))
     _overlapping_leaders(data)
     report = check(data)
     overlap = [v for v in report.violations if v.invariant == "leadership"]
     assert overlap
-    assert all(v.known for v in overlap)
     assert isinstance(overlap[0], Violation)
-    assert not [v for v in report.failures if v.invariant == "leadership"]
+    assert not any(v.known for v in overlap)
+    assert [v for v in report.failures if v.invariant == "leadership"]
 
 
 def test_peak_overlap_counts_touching_intervals_once() -> None:

@@ -30,7 +30,7 @@ from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
 from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
 from jobyard.dispatcher.limits import Limits
-from jobyard.dispatcher.maintenance import run_maintenance
+from jobyard.dispatcher.maintenance import LeadershipLost, run_maintenance
 from jobyard.dispatcher.waiting import wait_event
 from jobyard.model import Job, JobyardError, PermanentError, Snooze
 from jobyard.queue import Queue
@@ -528,11 +528,17 @@ class Dispatcher:
         while not self._stopping.is_set():
             if self._elector.is_leader:
                 try:
-                    report = await run_maintenance(self.store, self.config)
+                    report = await run_maintenance(
+                        self.store, self.config, lambda: self._elector.is_leader
+                    )
                     if report.rescued:
                         # Rescued jobs are due now: wake this node and, via the store, the rest.
                         self.notify()
                         await self.store.notify_jobs()
+                except LeadershipLost:
+                    log.warning(
+                        "node %s stopped a maintenance pass: no longer leader", self.node_id
+                    )
                 except Exception:
                     log.exception("maintenance failed on leader %s", self.node_id)
             await wait_event(self._stopping, interval)

@@ -13,13 +13,14 @@ Each pass, run by the leader every heartbeat interval:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobyard.config import Config
 from jobyard.model import JobStatus
 from jobyard.store.base import Store
 
-__all__ = ["MaintenanceReport", "run_maintenance"]
+__all__ = ["LeadershipLost", "MaintenanceReport", "run_maintenance"]
 
 log = logging.getLogger("jobyard.maintenance")
 
@@ -37,23 +38,41 @@ class MaintenanceReport:
     pruned: int = 0
 
 
-async def run_maintenance(store: Store, config: Config) -> MaintenanceReport:
+class LeadershipLost(Exception):
+    """The pass stopped because this node no longer trusts its term."""
+
+
+async def run_maintenance(
+    store: Store, config: Config, still_leader: Callable[[], bool] = lambda: True
+) -> MaintenanceReport:
+    """One pass. `still_leader` is checked before every statement, so a leader that was frozen
+    or slowed in the middle of a pass stops as soon as its trust runs out (LeadershipLost)."""
+
+    def check() -> None:
+        if not still_leader():
+            raise LeadershipLost
+
+    check()
     now = await store.now()
     # A live node enforces its own jobs' timeouts (and holds an overrunning sync job's slot
     # until its thread returns), so the leader fails only stale jobs of nodes that are gone,
     # and only a lease past the timeout.
     slack = config.leader_lease_duration
     overridden = list(config.job_timeouts)
+    check()
     stale = await store.fail_stale_jobs(
         now - config.job_timeout - slack, exclude_types=overridden, skip_live_owners=True
     )
     for job_type, timeout in config.job_timeouts.items():
+        check()
         stale += await store.fail_stale_jobs(
             now - timeout - slack, job_types=[job_type], skip_live_owners=True
         )
     # After the stale pass: a job that overran its timeout on a node that is gone ends failed
     # with a timeout error; the other jobs of dead nodes are rescued.
+    check()
     rescue = await store.rescue_orphaned_jobs()
+    check()
     dead = await store.delete_dead_nodes()
     pruned = 0
     for status, keep in (
@@ -62,6 +81,7 @@ async def run_maintenance(store: Store, config: Config) -> MaintenanceReport:
         (JobStatus.FAILED, config.retention_failed),
     ):
         for _ in range(PRUNE_BATCHES_PER_PASS):
+            check()
             deleted = await store.prune_jobs(status, now - keep, batch_size=PRUNE_BATCH)
             pruned += deleted
             if deleted < PRUNE_BATCH:

@@ -42,8 +42,8 @@ CREATE TABLE jobyard_nodes (
     expires_at   timestamptz NOT NULL
 );
 
--- Unlogged: the lease is coordination, not data. After a crash it is empty and a node is
--- elected anew, which is what should happen anyway.
+-- (Made a logged table by migration 0004: a lease emptied by crash recovery let a follower
+-- be elected while the old leader still trusted its term.)
 CREATE UNLOGGED TABLE jobyard_leader (
     name       text        PRIMARY KEY,  -- always 'default': one lease per database
     leader_id  text        NOT NULL,
