@@ -978,7 +978,6 @@ async def _retry(config: Config, job_id: int) -> tuple[Job, bool]:
             raise CliError(
                 f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried"
             )
-        await store.notify_jobs()  # wake nodes now rather than at their next poll
         return job, before is not None and before.status is JobStatus.PENDING
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobyard.model import Job, JobStatus
-from jobyard.services.entities import EntityStatus, Session, Workspace
+from jobyard.model import JobStatus
+from jobyard.services.entities import EntityStatus
 from jobyard.status import ClusterStatus
 
 __all__ = [
@@ -41,7 +41,17 @@ class JobCreate(_Request):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
 
 
-class JobOut(BaseModel):
+class _Record(BaseModel):
+    """A response built from a record's attributes: no field-by-field copy to keep in step."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        return cls.model_validate(record)
+
+
+class JobOut(_Record):
     id: int
     type: str
     payload: Any
@@ -56,31 +66,13 @@ class JobOut(BaseModel):
     error: str | None
     owner: str | None
 
-    @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls(
-            id=job.id,
-            type=job.type,
-            payload=job.payload,
-            status=job.status,
-            priority=job.priority,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            run_at=job.run_at,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            error=job.error,
-            owner=job.owner,
-        )
-
 
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next: str | None = Field(description="Pass as `after` for the next page; null at the end.")
 
 
-class WorkspaceOut(BaseModel):
+class WorkspaceOut(_Record):
     id: str
     name: str
     template: str | None
@@ -90,21 +82,8 @@ class WorkspaceOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, ws: Workspace) -> WorkspaceOut:
-        return cls(
-            id=ws.id,
-            name=ws.name,
-            template=ws.template,
-            status=ws.status,
-            error=ws.error,
-            job_id=ws.job_id,
-            created_at=ws.created_at,
-            updated_at=ws.updated_at,
-        )
 
-
-class SessionOut(BaseModel):
+class SessionOut(_Record):
     id: str
     workspace_id: str
     status: EntityStatus
@@ -112,18 +91,6 @@ class SessionOut(BaseModel):
     job_id: int | None
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, s: Session) -> SessionOut:
-        return cls(
-            id=s.id,
-            workspace_id=s.workspace_id,
-            status=s.status,
-            error=s.error,
-            job_id=s.job_id,
-            created_at=s.created_at,
-            updated_at=s.updated_at,
-        )
 
 
 class WorkspaceCreated(BaseModel):

@@ -580,7 +580,10 @@ class PostgresStore(StoreBase):
         return await self._update_one(_Q["cancel_job"], job_id, now)
 
     async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        return await self._update_one(_Q["retry_job"], job_id, now)
+        job = await self._update_one(_Q["retry_job"], job_id, now)
+        if job is not None and job.status is JobStatus.PENDING and self._notify_enabled:
+            await self._send_notify(job.type)  # like an enqueue: wake the nodes that serve it
+        return job
 
     # -- workspaces and sessions -------------------------------------------------------------
     async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
