@@ -507,3 +507,20 @@ async def test_complete_and_claim_frees_a_limited_slot_in_the_same_call(store: S
     assert await status_of(store, first.id) is JobStatus.COMPLETED
     applied, none = await store.complete_and_claim([done(more[0])], claim("n1", max_jobs=0))
     assert (applied, none) == ({more[0].id}, [])
+
+
+async def test_complete_and_claim_leaves_a_job_it_hands_back_to_the_next_call(
+    store: Store,
+) -> None:
+    """The cycle is one snapshot on PostgreSQL; both stores agree that a job handed back in a
+    cycle is claimed by a later call, never by the same one."""
+    (job,) = await store.enqueue_jobs([new()])
+    (running,) = await store.claim_jobs(claim("n1"))
+    applied, again = await store.complete_and_claim(
+        [done(running, Outcome.RELEASED, retry_delay=0.0)], claim("n1")
+    )
+    assert (applied, again) == ({job.id}, [])
+    assert await status_of(store, job.id) is JobStatus.PENDING
+    applied, later = await store.complete_and_claim([], claim("n1"))
+    assert applied == set()
+    assert [(j.id, j.attempt) for j in later] == [(job.id, 1)]  # the hand-back used no attempt

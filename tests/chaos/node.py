@@ -520,7 +520,9 @@ async def run(spec: dict[str, Any]) -> None:
 
         store.complete_jobs = traced_complete  # type: ignore[method-assign]
         # Newer engines record results and claim in one call: trace that too, when it exists.
-        real_cycle = getattr(store, "complete_and_claim", None)
+        # The dispatcher runs its cycles on its claim store (its own connection on PostgreSQL).
+        cycling = getattr(dispatcher, "claim_store", store)
+        real_cycle = getattr(cycling, "complete_and_claim", None)
         if real_cycle is not None:
 
             async def traced_cycle(results: Any, params: Any) -> Any:
@@ -528,7 +530,7 @@ async def run(spec: dict[str, Any]) -> None:
                 record_applied(results, applied)
                 return applied, jobs
 
-            vars(store)["complete_and_claim"] = traced_cycle
+            vars(cycling)["complete_and_claim"] = traced_cycle
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop_armed.set)
 
     log.info("chaos node %s (pid %d, slot %s) starting", node, pid, spec.get("slot"))

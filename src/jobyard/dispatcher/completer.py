@@ -1,8 +1,10 @@
 """The completer: holds attempt results until the next write takes them, fenced.
 
 A busy node writes its results together with its next claim (`Store.complete_and_claim`): one
-transaction per cycle, not one per job and not one per batch. Results that finish while a cycle
-is in flight wait for the next one, so an idle node adds no delay and a busy one batches more.
+transaction per cycle, not one per job and not one per batch. Results that finish while the
+node's cycles are in flight wait for the next one, so an idle node adds no delay and a busy one
+batches more. A batch taken by a cycle still counts as held until that cycle settles it or puts
+it back, so the heartbeat never mistakes a job whose result is being written for a stray.
 A result is applied only while its `(id, attempt, owner)` fence holds; the others are dropped
 and logged, because their job was taken away.
 """
@@ -27,6 +29,7 @@ class Completer:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: list[JobResult] = []
+        self._taken: list[list[JobResult]] = []  # batches that cycles are writing now
         self.dropped = 0  # results whose fence failed: their job had been taken away
 
     def submit(self, result: JobResult) -> None:
@@ -37,22 +40,37 @@ class Completer:
         return len(self._pending)
 
     def pending_keys(self) -> set[tuple[int, int]]:
-        return {(r.job_id, r.attempt) for r in self._pending}
+        """(job id, attempt) of every result not yet recorded: held or being written."""
+        keys = {(r.job_id, r.attempt) for r in self._pending}
+        for batch in self._taken:
+            keys.update((r.job_id, r.attempt) for r in batch)
+        return keys
 
     def take(self) -> list[JobResult]:
-        """Up to MAX_BATCH results for the next write; `put_back` them if it fails."""
-        if self._pending:
-            failpoints.hit("before_complete")  # before the batch leaves the buffer
+        """Up to MAX_BATCH results for the next write; then `settle` them, or `put_back` them
+        if the write fails."""
+        if not self._pending:
+            return []
+        failpoints.hit("before_complete")  # before the batch leaves the buffer
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._taken.append(batch)
         return batch
+
+    def _release(self, batch: Sequence[JobResult]) -> None:
+        for i, taken in enumerate(self._taken):
+            if taken is batch:
+                del self._taken[i]
+                return
 
     def put_back(self, batch: Sequence[JobResult]) -> None:
         # Keep them for the next attempt: losing them would only cost a re-run
         # (at-least-once), but keeping them costs nothing.
+        self._release(batch)
         self._pending[:0] = batch
 
     def settle(self, batch: Sequence[JobResult], applied: set[int]) -> None:
-        """Log the results whose fence failed."""
+        """The write of `batch` committed; log the results whose fence failed."""
+        self._release(batch)
         for result in batch:
             if result.job_id not in applied:
                 self.dropped += 1

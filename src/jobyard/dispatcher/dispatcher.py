@@ -95,6 +95,8 @@ class Dispatcher:
         # busy claiming never misses a heartbeat and is never presumed dead for it.
         self._heartbeat_store = store.for_role("heartbeat")
         self._leader_store = store.for_role("leader")
+        # The dispatch cycles too: enqueues and reads in this process never wait behind them.
+        self._claim_store = store.for_role("claim")
         self._elector = Elector(
             self._leader_store,
             self.node_id,
@@ -144,6 +146,12 @@ class Dispatcher:
         renewed. On a clean stop, `fn(None, now)` marks the instant it stopped leading. For
         audits and tests of leadership history."""
         self._elector.on_term = fn
+
+    @property
+    def claim_store(self) -> Store:
+        """The store the dispatch cycles run on: on PostgreSQL its own connection, named
+        `jobyard:<node>:claim`; on SQLite the node's store itself."""
+        return self._claim_store
 
     @property
     def running_count(self) -> int:
@@ -233,7 +241,7 @@ class Dispatcher:
                 self._heartbeat_store.remove_node(self.node_id), bound, "removing the node row"
             )
             for role_store in {
-                id(s): s for s in (self._heartbeat_store, self._leader_store)
+                id(s): s for s in (self._heartbeat_store, self._leader_store, self._claim_store)
             }.values():
                 if role_store is not self.store:
                     await role_store.close()
@@ -299,7 +307,7 @@ class Dispatcher:
             limits=self._claim_limits,
         )
         try:
-            applied, jobs = await self.store.complete_and_claim(results, params)
+            applied, jobs = await self._claim_store.complete_and_claim(results, params)
         except BaseException:
             self._completer.put_back(results)
             raise

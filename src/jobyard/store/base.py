@@ -235,9 +235,11 @@ class Store(Protocol):
     async def complete_and_claim(
         self, results: Sequence[JobResult], params: ClaimParams
     ) -> tuple[set[int], list[Job]]:
-        """`complete_jobs(results)` then `claim_jobs(params)`, in one transaction (one round
-        trip on PostgreSQL, one fsync on SQLite): a busy node's whole cycle. The claim sees the
-        completions, so the slots they free under a limit count at once."""
+        """`complete_jobs(results)` then `claim_jobs(params)`, in one transaction (one statement
+        on PostgreSQL, one fsync on SQLite): a busy node's whole cycle. The slots the
+        completions free under a limit count at once. A job whose result this call records is
+        not claimed by the same call, even when the result makes it due again (a hand-back):
+        the next call may take it."""
         ...
 
     async def get_job(self, job_id: int) -> Job | None: ...

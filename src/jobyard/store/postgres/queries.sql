@@ -12,14 +12,14 @@ FROM unnest(%(types)s::text[], %(payloads)s::text[], %(priorities)s::int[],
             %(max_attempts)s::int[], %(run_ats)s::timestamptz[])
      WITH ORDINALITY AS r(type, payload, priority, max_attempts, run_at, ord)
 ORDER BY r.ord
-RETURNING *;
+RETURNING id, payload, run_at, created_at;
 
 -- name: insert_job
 -- One job: plain parameters, cheaper to send than five one-element arrays.
 INSERT INTO jobyard_jobs (type, payload, priority, max_attempts, run_at, created_at)
 VALUES (%(type)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
         coalesce(%(run_at)s::timestamptz, coalesce(%(now)s, now())), coalesce(%(now)s, now()))
-RETURNING *;
+RETURNING id, payload, run_at, created_at;
 
 -- name: lock_types
 -- Serialize claims of the limited types, in key order so two claimers cannot deadlock. Held to
@@ -80,6 +80,64 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r(id bigint, attempt int, owner text, outcome text, error text, retry_delay float8)
 WHERE j.id = r.id AND j.attempt = r.attempt AND j.owner = r.owner AND j.status = 'processing'
 RETURNING j.id;
+
+-- name: complete_and_claim
+-- One dispatch cycle in one statement (and so one implicit transaction): record the results
+-- (fenced as in complete_jobs), then claim as in claim_jobs. Both parts see the statement's one
+-- snapshot, in which the jobs being completed still count as processing: a limited type's room
+-- adds them back. The first column lists the ids whose result applied; one row per claimed job
+-- follows it, or a single row of NULLs when nothing was claimed.
+WITH done AS (
+    UPDATE jobyard_jobs AS j
+    SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN 'failed'
+                                ELSE 'pending' END,
+        finished_at = CASE WHEN r.outcome IN ('completed', 'failed')
+                           THEN coalesce(%(now)s, now()) END,
+        error = CASE r.outcome WHEN 'completed' THEN NULL WHEN 'released' THEN j.error
+                               ELSE r.error END,
+        run_at = CASE WHEN r.outcome IN ('retry', 'released')
+                      THEN coalesce(%(now)s, now()) + make_interval(secs => r.retry_delay)
+                      ELSE j.run_at END,
+        attempt = CASE r.outcome WHEN 'released' THEN j.attempt - 1 ELSE j.attempt END,
+        owner = CASE WHEN r.outcome IN ('retry', 'released') THEN NULL ELSE j.owner END
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS r(id bigint, attempt int, owner text, outcome text, error text, retry_delay float8)
+    WHERE j.id = r.id AND j.attempt = r.attempt AND j.owner = r.owner
+      AND j.status = 'processing'
+    RETURNING j.id, j.type
+), wanted AS (
+    SELECT t.type,
+           CASE WHEN t.lim IS NULL THEN %(max_jobs)s
+                ELSE least(%(max_jobs)s, t.lim - (SELECT count(*) FROM jobyard_jobs r
+                                                  WHERE r.status = 'processing'
+                                                    AND r.type = t.type)
+                                               + (SELECT count(*) FROM done d
+                                                  WHERE d.type = t.type))
+           END AS room
+    FROM unnest(%(types)s::text[], %(limits)s::int[]) AS t(type, lim)
+), candidates AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobyard_jobs j
+        WHERE j.status = 'pending' AND j.type = w.type
+          AND j.run_at <= coalesce(%(now)s, now())
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT greatest(w.room, 0)
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), chosen AS (
+    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT %(max_jobs)s
+), claimed AS (
+    UPDATE jobyard_jobs AS j
+    SET status = 'processing', owner = %(owner)s, attempt = j.attempt + 1,
+        started_at = coalesce(%(now)s, now()), finished_at = NULL
+    WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
+    RETURNING j.*
+)
+SELECT a.applied, c.*
+FROM (SELECT coalesce(array_agg(id), '{}') AS applied FROM done) AS a
+LEFT JOIN claimed AS c ON true;
 
 -- name: get_job
 SELECT * FROM jobyard_jobs WHERE id = %(id)s;

@@ -44,6 +44,7 @@ from jobyard.store.sql import load_queries, migration_files
 
 try:
     import psycopg
+    from psycopg.pq import ExecStatus
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise StoreError(
@@ -139,6 +140,30 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
+def _inserted(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """The jobs an insert created, from what it returned (`id, payload, run_at, created_at`; the
+    rest is what was sent). The payload comes back as stored: jsonb normalizes numbers (-0.0 is
+    0). The inserts number rows in the caller's order, so ids sort that way too."""
+    return [
+        Job(
+            id=row[0],
+            type=job.type,
+            payload=row[1],
+            status=JobStatus.PENDING,
+            priority=job.priority,
+            attempt=0,
+            max_attempts=job.max_attempts,
+            run_at=row[2],
+            created_at=row[3],
+            started_at=None,
+            finished_at=None,
+            error=None,
+            owner=None,
+        )
+        for job, row in zip(jobs, sorted(rows, key=lambda r: int(r[0])), strict=True)
+    ]
+
+
 async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
     row = await cursor.fetchone()
     if row is None:  # pragma: no cover - an INSERT ... RETURNING always returns its row
@@ -199,6 +224,10 @@ class PostgresStore(StoreBase):
         self._notify_enabled = notify
         self._fast = fast_transitions
         self._limiter = _NotifyLimiter(notify_window, self._send_notify)
+        self._notifier: PostgresStore | None = None  # opened by the first trailing NOTIFY
+        # Run on every new connection. The first keeps a stuck session from pinning the MVCC
+        # horizon for ever.
+        self._settings = ["SET idle_in_transaction_session_timeout = '60s'"]
         self._pool_kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": self.application_name(role),
@@ -238,9 +267,12 @@ class PostgresStore(StoreBase):
         self._pool_kwargs["application_name"] = self.application_name(self._role)
 
     def for_role(self, role: str) -> PostgresStore:
-        """A store on its own one-connection pool, named for `role`, for a background part
-        that must not queue behind claims (the heartbeat, the elector): a busy node must never
-        miss its heartbeat and be presumed dead."""
+        """A store on its own one-connection pool, named for `role`, for a part of a node that
+        must not queue behind the others: the heartbeat and the elector (a busy node must never
+        miss its heartbeat and be presumed dead), and the dispatch cycles ("claim", whose
+        statements always run a generic plan: the cycle's plan is the same for every call, and
+        planning it anew each time cost more than running it)."""
+        claim = role == "claim"
         twin = PostgresStore(
             self.url,
             node_name=self._node_name,
@@ -251,14 +283,16 @@ class PostgresStore(StoreBase):
             notify=self._notify_enabled,
             fast_transitions=self._fast,
         )
+        if claim:
+            twin._settings.append("SET plan_cache_mode = force_generic_plan")
+            twin._pool_kwargs["prepare_threshold"] = 0  # prepared, so planned, once
         twin._migrated = True
         twin._parent = self
         return twin
 
-    @staticmethod
-    async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-        # Keep a stuck session from pinning the MVCC horizon for ever.
-        await conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        for statement in self._settings:
+            await conn.execute(statement)
 
     async def _open(self) -> None:
         """Open the pool and migrate once, however many callers race to be first."""
@@ -280,7 +314,12 @@ class PostgresStore(StoreBase):
             await self._open()
         async with self._pool.connection() as conn:
             cursor = await conn.execute(query, params)
-            return await cursor.fetchall() if cursor.description else []
+            # The result's status, not `cursor.description`, which builds a column object
+            # per field on every call.
+            result = cursor.pgresult
+            if result is None or result.status != ExecStatus.TUPLES_OK:
+                return []
+            return await cursor.fetchall()
 
     async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
         if not self._opened:
@@ -329,6 +368,8 @@ class PostgresStore(StoreBase):
 
     async def close(self) -> None:
         await self._limiter.drain()
+        if self._notifier is not None:
+            await self._notifier.close()
         await self._pool.close()
         if self._sync_pool is not None:
             self._sync_pool.close()
@@ -367,8 +408,13 @@ class PostgresStore(StoreBase):
         return _Q[f"{name}_notify" if notify else name], params
 
     async def _send_notify(self, types: str) -> None:
+        # On a connection of its own: sent from a timer, it would otherwise run beside an
+        # enqueue and grow the pool, and the pool hands its idle connections out in turn, so a
+        # lone producer would then pay for a cold server process on every other call.
+        if self._notifier is None:
+            self._notifier = self.for_role("notify")
         try:
-            await self._fetch("SELECT pg_notify(%s, %s)", (CHANNEL_JOBS, types))
+            await self._notifier._fetch("SELECT pg_notify(%s, %s)", (CHANNEL_JOBS, types))
         except Exception:
             log.warning(
                 "sending a trailing job notification failed; nodes will poll", exc_info=True
@@ -444,7 +490,7 @@ class PostgresStore(StoreBase):
                 await self._open()
             cursor = await conn.execute(*self._insert(jobs, self._notify_enabled))
             rows = await cursor.fetchall()
-        return sorted((_job(r) for r in rows), key=lambda job: job.id)
+        return _inserted(jobs, rows)
 
     def enqueue_jobs_sync(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
         if not jobs:
@@ -461,7 +507,7 @@ class PostgresStore(StoreBase):
                     "await enqueue for a psycopg.AsyncConnection"
                 )
             rows = conn.execute(*self._insert(jobs, self._notify_enabled)).fetchall()
-        return sorted((_job(r) for r in rows), key=lambda job: job.id)
+        return _inserted(jobs, rows)
 
     def _sync_connection(self) -> Any:
         if self._sync_pool is None:
@@ -496,32 +542,32 @@ class PostgresStore(StoreBase):
             "now": params.now,
         }
         keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
+        if not wants:
+            claim["max_jobs"] = 0
+        claim["rows"] = self._rows_json(results)
         async with self._pool.connection() as conn:
-            if not results and not keys and not self._fast:
-                cursor = await conn.execute(_Q["claim_jobs"], claim)
-                return set(), self._sorted(await cursor.fetchall())
-            # Pipeline mode: BEGIN, the completions, the type locks, the claim and COMMIT leave
-            # in one write and come back in one read: one round trip and one commit for the
-            # whole cycle. The claim, later in the same transaction, sees the completions, so
-            # the slots they free count at once.
-            done = claimed = None
-            async with conn.pipeline():
-                async with conn.transaction():
+            if not keys and not self._fast:
+                # One statement, so one implicit transaction, one round trip and one commit
+                # for the whole cycle.
+                cursor = await conn.execute(_Q["complete_and_claim"], claim)
+                rows = await cursor.fetchall()
+            else:
+                # Pipeline mode: BEGIN, the type locks, the cycle and COMMIT leave in one write
+                # and come back in one read. The locks are granted before the cycle's statement
+                # takes its snapshot, so it sees every earlier claim of the limited types.
+                async with conn.pipeline(), conn.transaction():
                     if self._fast:
                         # A claim or a result lost in a database crash only makes a job run
                         # again; enqueues, which must never be lost, stay synchronous.
                         await conn.execute("SET LOCAL synchronous_commit = off")
-                    if results:
-                        done = await conn.execute(
-                            _Q["complete_jobs"], self._complete_params(results, params.now)
-                        )
-                    if wants:
-                        if keys:
-                            await conn.execute(_Q["lock_types"], {"keys": keys})
-                        claimed = await conn.execute(_Q["claim_jobs"], claim)
-                applied = {row[0] for row in await done.fetchall()} if done else set()
-                rows = await claimed.fetchall() if claimed else []
-        return applied, self._sorted(rows)
+                    if keys:
+                        await conn.execute(_Q["lock_types"], {"keys": keys})
+                    cursor = await conn.execute(_Q["complete_and_claim"], claim)
+                rows = await cursor.fetchall()
+        applied = set(rows[0][0]) if rows else set()
+        jobs = [_job(r[1:]) for r in rows if r[1] is not None]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return applied, jobs
 
     @staticmethod
     def _sorted(rows: list[Any]) -> list[Job]:
@@ -530,19 +576,24 @@ class PostgresStore(StoreBase):
         return jobs
 
     @staticmethod
+    def _rows_json(results: Sequence[JobResult]) -> str:
+        return json.dumps(
+            [
+                {
+                    "id": r.job_id,
+                    "attempt": r.attempt,
+                    "owner": r.owner,
+                    "outcome": r.outcome.value,
+                    "error": r.error,
+                    "retry_delay": r.retry_delay,
+                }
+                for r in results
+            ]
+        )
+
+    @staticmethod
     def _complete_params(results: Sequence[JobResult], now: datetime | None) -> dict[str, Any]:
-        rows = [
-            {
-                "id": r.job_id,
-                "attempt": r.attempt,
-                "owner": r.owner,
-                "outcome": r.outcome.value,
-                "error": r.error,
-                "retry_delay": r.retry_delay,
-            }
-            for r in results
-        ]
-        return {"rows": json.dumps(rows), "now": now}
+        return {"rows": PostgresStore._rows_json(results), "now": now}
 
     async def complete_jobs(
         self, results: Sequence[JobResult], *, now: datetime | None = None
@@ -591,7 +642,7 @@ class PostgresStore(StoreBase):
             await self._open()
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(*self._insert([job], self._notify_enabled))
-            created = _job(await _one(cursor))
+            (created,) = _inserted([job], [await _one(cursor)])
             cursor = await conn.execute(
                 _Q["insert_workspace"],
                 {
@@ -608,7 +659,7 @@ class PostgresStore(StoreBase):
             await self._open()
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(*self._insert([job], self._notify_enabled))
-            created = _job(await _one(cursor))
+            (created,) = _inserted([job], [await _one(cursor)])
             cursor = await conn.execute(
                 _Q["insert_session"],
                 {"id": session.id, "workspace_id": session.workspace_id, "job_id": created.id},

@@ -365,7 +365,9 @@ class SQLiteStore(StoreBase):
         return self._transition(conn, lambda w: self._claim(w, params))
 
     @staticmethod
-    def _claim(conn: sqlite3.Connection, params: ClaimParams) -> list[Job]:
+    def _claim(
+        conn: sqlite3.Connection, params: ClaimParams, skip: set[int] | frozenset[int] = frozenset()
+    ) -> list[Job]:
         now = _ts(params.now)
         room: dict[str, int] = {t: params.max_jobs for t in params.job_types}
         limited = [t for t in params.job_types if t in params.limits]
@@ -379,9 +381,10 @@ class SQLiteStore(StoreBase):
         for job_type, n in room.items():
             if n > 0:
                 cursor = conn.execute(
-                    _Q["claim_candidates"], {"type": job_type, "now": now, "limit": n}
+                    _Q["claim_candidates"], {"type": job_type, "now": now, "limit": n + len(skip)}
                 )
-                candidates.extend((-priority, run_at, id_) for id_, priority, run_at in cursor)
+                found = [(-pri, run_at, id_) for id_, pri, run_at in cursor if id_ not in skip]
+                candidates.extend(found[:n])
         if not candidates:
             return []
         candidates.sort()
@@ -424,7 +427,9 @@ class SQLiteStore(StoreBase):
 
         def cycle(conn: sqlite3.Connection) -> tuple[set[int], list[Job]]:
             applied = self._complete(conn, results, params.now)
-            return applied, self._claim(conn, params) if wants else []
+            # As on PostgreSQL, where the cycle is one statement with one snapshot: a job
+            # whose result was just recorded is not claimed again in the same cycle.
+            return applied, self._claim(conn, params, skip=applied) if wants else []
 
         # One write transaction, so one commit, for both halves.
         return await self._run(lambda c: self._transition(c, cycle))
