@@ -293,9 +293,8 @@ def sqlite_section(data: dict[str, Any]) -> str:
 
 
 PGBENCH_VARIANTS = {
-    "separate": "claim, then complete: two autocommit statements, synchronous commits",
-    "cycle": "complete the previous 16 and claim 16 in one transaction, synchronous commit",
-    "cycle-async": "the same transaction with `SET LOCAL synchronous_commit = off`",
+    "statement": "complete the previous 16 and claim 16 in one statement, synchronous commit",
+    "statement-async": "the same in a transaction with `SET LOCAL synchronous_commit = off`",
 }
 
 
@@ -306,11 +305,11 @@ def pgbench_section(data: dict[str, Any]) -> tuple[str, float | None]:
     if not recs:
         return ("Not run in this results file." + failures(recs_all)), None
     record = recs[-1]
-    engine = record.get("engine_variant", "separate")
+    engine = record.get("engine_variant", "statement")
     j = med([r["jobs_per_s"] for r in ok(records(data, "S1", "jobyard"))])
     rows = []
     for r in record["runs"]:
-        variant = r.get("variant", "separate")
+        variant = r.get("variant", "statement")
         mark = " (jobyard's)" if variant == engine else ""
         rows.append(
             [
@@ -323,7 +322,7 @@ def pgbench_section(data: dict[str, Any]) -> tuple[str, float | None]:
             ]
         )
     best = max(
-        (r["jobs_per_s"] for r in record["runs"] if r.get("variant", "separate") == engine),
+        (r["jobs_per_s"] for r in record["runs"] if r.get("variant", "statement") == engine),
         default=None,
     )
     header = ["variant", "clients (-c)", "threads (-j)", "duration", "jobs/s", "jobyard S1 ÷ it"]
@@ -684,20 +683,18 @@ def render(data: dict[str, Any], borrowed: list[str]) -> str:
     pgb, best = pgbench_section(data)
     parts.append(
         "### Physical limit: pgbench on jobyard's SQL\n\n"
-        "`pgbench -n -M prepared -c N -j 2 -T seconds` runs jobyard's own `claim_jobs` and "
-        "`complete_jobs`, taken at run time from `src/jobyard/store/postgres/queries.sql`, with "
-        "no Python in between: claim 16 jobs of one type, keep what was claimed in pgbench "
-        "variables, complete those 16. Three variants, one script each: "
-        "[`separate`](../bench/pgbench/claim_complete.sql), two autocommit statements with "
-        "synchronous commits, as jobyard first sent them; "
-        "[`cycle`](../bench/pgbench/cycle.sql), one transaction that completes the previous "
-        "cycle's jobs and claims the next ones, as jobyard's `complete_and_claim` does; and "
-        "[`cycle-async`](../bench/pgbench/cycle_async.sql), the same with "
-        "`SET LOCAL synchronous_commit = off`, as with jobyard's opt-in fast transitions "
-        "(pgbench cannot pipeline a command whose result it keeps, so it sends a cycle's "
-        "commands one after another where jobyard sends them in one round trip). The variant "
-        "matching the "
-        "benchmarked jobyard, read from its store's source, is marked. A jobyard schema starts "
+        "`pgbench -n -M prepared -c N -j 2 -T seconds` runs jobyard's own dispatch cycle, the "
+        "`complete_and_claim` statement taken at run time from "
+        "`src/jobyard/store/postgres/queries.sql`, with no Python in between: each cycle "
+        "completes the 16 jobs the previous one claimed (kept in a pgbench variable) and claims "
+        "the next 16, with the generic plan the engine's claim connection uses "
+        "(`PGOPTIONS=-c plan_cache_mode=force_generic_plan`). Two variants, one script each: "
+        "[`statement`](../bench/pgbench/cycle.sql), one autocommit statement with a "
+        "synchronous commit, as jobyard sends it by default; and "
+        "[`statement-async`](../bench/pgbench/cycle_async.sql), the same in a transaction "
+        "with `SET LOCAL synchronous_commit = off`, as with jobyard's opt-in fast transitions. "
+        "The variant matching the benchmarked jobyard, read from its store's source, is marked. "
+        "A jobyard schema starts "
         "with a 20,000-job backlog, refilled by `bench/pgbench/refill.sql` (weight 1 against 10, "
         "20% more jobs than the claims take); jobs/s counts the rows completed.\n\n" + pgb + "\n"
     )

@@ -373,7 +373,7 @@ async def test_connections_are_named_for_node_and_role(pg_url: str, tmp_path: Pa
                 ).fetchall()
             return {r[0].rsplit(":", 1)[1] for r in rows}
 
-        expected = {"worker", "heartbeat", "leader", "listener"}
+        expected = {"worker", "heartbeat", "leader", "listener", "claim"}
         await eventually(lambda: expected <= roles(), 10, "every role's connection is named")
     finally:
         cluster.shutdown()

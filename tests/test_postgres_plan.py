@@ -1,33 +1,66 @@
-"""The claim's cost must not grow with the backlog or the history: check its plan."""
+"""The cycle's cost must not grow with the backlog or the history: check its plan.
+
+The dispatch cycle runs on a connection that always uses the generic plan (see
+`PostgresStore.for_role("claim")`), so that is the plan checked here: prepared with
+parameters, as the engine sends it, not planned for the values of one call.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import psycopg
+import pytest
 
 from jobyard.store.postgres.store import _Q
 
+# The statement's parameters, in the order they become $1, $2, ... and their types.
+_PARAMS = {
+    "rows": "text",
+    "types": "text[]",
+    "limits": "int[]",
+    "max_jobs": "int",
+    "owner": "text",
+    "now": "timestamptz",
+}
 
-def test_claim_reads_the_claim_index_in_order_and_never_scans_the_table(pg_url: str) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+
+def generic_plan(conn: psycopg.Connection[Any], values: str, *, analyze: bool = False) -> str:
+    sql = _Q["complete_and_claim"]
+    for n, name in enumerate(_PARAMS, start=1):
+        sql = sql.replace(f"%({name})s", f"${n}")
+    assert "%(" not in sql, "the cycle takes a parameter this test does not know"
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(f"PREPARE cycle ({', '.join(_PARAMS.values())}) AS {sql.rstrip(';')}")
+    explain = "EXPLAIN (ANALYZE) " if analyze else "EXPLAIN "
+    with conn.transaction(force_rollback=True):
+        rows = conn.execute(f"{explain}EXECUTE cycle {values}").fetchall()
+    conn.execute("DEALLOCATE cycle")
+    return "\n".join(r[0] for r in rows)
+
+
+def fill(conn: psycopg.Connection[Any], *, history: bool = True) -> None:
+    if history:
         conn.execute(
             "INSERT INTO jobyard_jobs (type, payload, status, finished_at) "
             "SELECT 'done', '{}', 'completed', now() FROM generate_series(1, 50000)"
         )
-        conn.execute(
-            "INSERT INTO jobyard_jobs (type, payload, priority) "
-            "SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, '{}', g % 5 "
-            "FROM generate_series(1, 20000) AS g"
-        )
-        conn.execute("ANALYZE jobyard_jobs")
-        params = {
-            "types": ["a", "b"],
-            "limits": [16, None],
-            "max_jobs": 16,
-            "owner": "n1",
-            "now": None,
-        }
-        rows = conn.execute("EXPLAIN " + _Q["claim_jobs"], params).fetchall()
-        plan = "\n".join(r[0] for r in rows)
+    conn.execute(
+        "INSERT INTO jobyard_jobs (type, payload, priority) "
+        "SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, '{}', g % 5 "
+        "FROM generate_series(1, 20000) AS g"
+    )
+    conn.execute("ANALYZE jobyard_jobs")
+
+
+@pytest.mark.parametrize("history", [True, False], ids=["with-history", "backlog-only"])
+def test_claim_reads_the_claim_index_in_order_and_never_scans_the_table(
+    pg_url: str, history: bool
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        fill(conn, history=history)
+        plan = generic_plan(conn, "('[]', '{a,b}', '{16,NULL}', 16, 'n1', NULL)")
     assert "jobyard_jobs_claim" in plan, plan
     assert "Seq Scan on jobyard_jobs" not in plan, plan
     # Each type's candidates come from an ordered index scan cut by LIMIT, not a sort of the
@@ -35,3 +68,48 @@ def test_claim_reads_the_claim_index_in_order_and_never_scans_the_table(pg_url: 
     sorts = [line for line in plan.splitlines() if line.strip().startswith("->  Sort ")]
     assert len(sorts) == 1, plan
     assert "CTE Scan on candidates" in plan.split("->  Sort ", 1)[1].splitlines()[2], plan
+    # The claimed rows are found by primary key. (Joined to the candidates instead, a generic
+    # plan, which cannot know how few they are, hashes the whole table.)
+    assert "Index Scan using jobyard_jobs_pkey" in plan, plan
+
+
+def test_cycle_touches_a_few_pages_whatever_the_history(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        fill(conn)
+        claimed = conn.execute(
+            "UPDATE jobyard_jobs SET status = 'processing', owner = 'n1', attempt = 1 "
+            "WHERE id IN (SELECT id FROM jobyard_jobs WHERE type = 'a' ORDER BY id LIMIT 16) "
+            "RETURNING id"
+        ).fetchall()
+        rows = ",".join(
+            f'{{"id": {i}, "attempt": 1, "owner": "n1", "outcome": "completed", '
+            f'"error": null, "retry_delay": 0}}'
+            for (i,) in claimed
+        )
+        plan = generic_plan(
+            conn, f"('[{rows}]', '{{a}}', '{{NULL}}', 16, 'n1', NULL)", analyze=True
+        )
+    # 16 completed and 16 claimed: both updates find their rows without reading the 70,000.
+    updates = re.findall(r"Update on jobyard_jobs \S+ .*actual time=\S+ rows=(\d+)", plan)
+    assert updates == ["16", "16"], plan
+    assert "Seq Scan on jobyard_jobs" not in plan, plan
+
+
+async def test_only_the_claim_connection_forces_the_generic_plan(pg_url: str) -> None:
+    """Elsewhere (listing and counting jobs with optional filters) a plan for the values at
+    hand is worth planning for."""
+    from jobyard import open_store
+    from jobyard.store.postgres.store import PostgresStore
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    claim = store.for_role("claim")
+    try:
+        assert await claim._fetch("SHOW plan_cache_mode") == [("force_generic_plan",)]
+        assert await store._fetch("SHOW plan_cache_mode") == [("auto",)]
+        heartbeat = store.for_role("heartbeat")
+        assert await heartbeat._fetch("SHOW plan_cache_mode") == [("auto",)]
+        await heartbeat.close()
+    finally:
+        await claim.close()
+        await store.close()

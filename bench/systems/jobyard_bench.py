@@ -165,7 +165,8 @@ async def latency_inproc(
 
 
 def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[str, Any]:
-    """EXPLAIN ANALYZE jobyard's own `claim_jobs`, rolled back.
+    """EXPLAIN ANALYZE jobyard's own dispatch cycle, `complete_and_claim`, with no results to
+    record (the claim alone), rolled back.
 
     The query text comes from the installed jobyard, so it is always the one the engine runs.
     """
@@ -180,6 +181,7 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
         "max_jobs": concurrency,
         "owner": "bench-explain",
         "now": None,
+        "rows": "[]",
     }
     execution: list[float] = []
     planning: list[float] = []
@@ -189,17 +191,17 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
             with conn.transaction(force_rollback=True):
                 if attempt == repeat:
                     rows = conn.execute(
-                        "EXPLAIN (ANALYZE, BUFFERS) " + queries["claim_jobs"], params
+                        "EXPLAIN (ANALYZE, BUFFERS) " + queries["complete_and_claim"], params
                     ).fetchall()
                     plan_text = "\n".join(r[0] for r in rows)
                     break
                 (doc,) = conn.execute(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + queries["claim_jobs"], params
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + queries["complete_and_claim"], params
                 ).fetchone() or (None,)
                 execution.append(float(doc[0]["Execution Time"]))
                 planning.append(float(doc[0]["Planning Time"]))
     return {
-        "query": "jobyard claim_jobs (store/postgres/queries.sql)",
+        "query": "jobyard complete_and_claim (store/postgres/queries.sql), claim only",
         "execution_ms": execution,
         "planning_ms": planning,
         "median_ms": statistics.median(execution),

@@ -28,62 +28,13 @@ RETURNING id, payload, run_at, created_at;
 SELECT pg_advisory_xact_lock(k)
 FROM (SELECT k FROM unnest(%(keys)s::bigint[]) AS k ORDER BY k) AS keys;
 
--- name: claim_jobs
--- Room per type is the free slots, capped by (limit - running) for limited types. Each type is
--- an ordered scan of jobyard_jobs_claim (LATERAL), and the union is cut to max_jobs in claim
--- order: higher priority, then earlier run_at, then lower id.
-WITH wanted AS (
-    SELECT t.type,
-           CASE WHEN t.lim IS NULL THEN %(max_jobs)s
-                ELSE least(%(max_jobs)s, t.lim - (SELECT count(*) FROM jobyard_jobs r
-                                                  WHERE r.status = 'processing'
-                                                    AND r.type = t.type))
-           END AS room
-    FROM unnest(%(types)s::text[], %(limits)s::int[]) AS t(type, lim)
-), candidates AS (
-    SELECT c.id, c.priority, c.run_at
-    FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at FROM jobyard_jobs j
-        WHERE j.status = 'pending' AND j.type = w.type
-          AND j.run_at <= coalesce(%(now)s, now())
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT greatest(w.room, 0)
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-), chosen AS (
-    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT %(max_jobs)s
-)
-UPDATE jobyard_jobs AS j
-SET status = 'processing', owner = %(owner)s, attempt = j.attempt + 1,
-    started_at = coalesce(%(now)s, now()), finished_at = NULL
-FROM chosen
-WHERE j.id = chosen.id
-RETURNING j.*;
-
--- name: complete_jobs
--- Fenced: a result applies only while (id, attempt, owner) match and the job is processing.
-UPDATE jobyard_jobs AS j
-SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN 'failed'
-                            ELSE 'pending' END,
-    finished_at = CASE WHEN r.outcome IN ('completed', 'failed')
-                       THEN coalesce(%(now)s, now()) END,
-    error = CASE r.outcome WHEN 'completed' THEN NULL WHEN 'released' THEN j.error
-                           ELSE r.error END,
-    run_at = CASE WHEN r.outcome IN ('retry', 'released')
-                  THEN coalesce(%(now)s, now()) + make_interval(secs => r.retry_delay)
-                  ELSE j.run_at END,
-    attempt = CASE r.outcome WHEN 'released' THEN j.attempt - 1 ELSE j.attempt END,
-    owner = CASE WHEN r.outcome IN ('retry', 'released') THEN NULL ELSE j.owner END
--- One JSON parameter instead of six arrays: far cheaper to build on the client.
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS r(id bigint, attempt int, owner text, outcome text, error text, retry_delay float8)
-WHERE j.id = r.id AND j.attempt = r.attempt AND j.owner = r.owner AND j.status = 'processing'
-RETURNING j.id;
-
 -- name: complete_and_claim
--- One dispatch cycle in one statement (and so one implicit transaction): record the results
--- (fenced as in complete_jobs), then claim as in claim_jobs. Both parts see the statement's one
+-- One dispatch cycle in one statement (and so one implicit transaction): record the results,
+-- then claim. A result applies only while (id, attempt, owner) match and the job is
+-- processing: the fence. Recording results alone is this statement with nothing to claim. Room per type is the free slots, capped by
+-- (limit - running) for limited types. Each type is an ordered scan of jobyard_jobs_claim
+-- (LATERAL), and the union is cut to max_jobs in claim order: higher priority, then earlier
+-- run_at, then lower id. Both parts see the statement's one
 -- snapshot, in which the jobs being completed still count as processing: a limited type's room
 -- adds them back. The first column lists the ids whose result applied; one row per claimed job
 -- follows it, or a single row of NULLs when nothing was claimed.

@@ -532,19 +532,17 @@ class PostgresStore(StoreBase):
             return set(), []
         if not self._opened:
             await self._open()
-        types = list(params.job_types)
+        types = list(params.job_types) if wants else []
         limits = [params.limits.get(t) for t in types]
         claim = {
             "types": types,
             "limits": limits,
-            "max_jobs": params.max_jobs,
+            "max_jobs": params.max_jobs if wants else 0,
             "owner": params.node_id,
             "now": params.now,
+            "rows": self._rows_json(results),
         }
         keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
-        if not wants:
-            claim["max_jobs"] = 0
-        claim["rows"] = self._rows_json(results)
         async with self._pool.connection() as conn:
             if not keys and not self._fast:
                 # One statement, so one implicit transaction, one round trip and one commit
@@ -591,17 +589,14 @@ class PostgresStore(StoreBase):
             ]
         )
 
-    @staticmethod
-    def _complete_params(results: Sequence[JobResult], now: datetime | None) -> dict[str, Any]:
-        return {"rows": PostgresStore._rows_json(results), "now": now}
-
     async def complete_jobs(
         self, results: Sequence[JobResult], *, now: datetime | None = None
     ) -> set[int]:
-        if not results:
-            return set()
-        params = self._complete_params(results, now)
-        return {row[0] for row in await self._fetch(_Q["complete_jobs"], params)}
+        # The cycle's statement with nothing to claim: one fenced update, one definition.
+        applied, _ = await self.complete_and_claim(
+            results, ClaimParams(node_id="", job_types=(), max_jobs=0, now=now)
+        )
+        return applied
 
     async def get_job(self, job_id: int) -> Job | None:
         rows = await self._fetch(_Q["get_job"], {"id": job_id})
