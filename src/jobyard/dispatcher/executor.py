@@ -22,6 +22,8 @@ from jobyard.model import ConfigError, Job
 
 __all__ = ["Executor", "ExecutorLike", "JobContext", "Runner", "as_runner", "in_thread"]
 
+_JOB_LOG = logging.getLogger("jobyard.job")
+
 
 @dataclass(slots=True)
 class JobContext:
@@ -36,7 +38,7 @@ class JobContext:
     node_id: str
     deadline: float  # time.monotonic() value after which the run is timed out
     cancelled: threading.Event = field(default_factory=threading.Event)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("jobyard.job"))
+    log: logging.Logger = _JOB_LOG
 
     @property
     def remaining(self) -> float:
