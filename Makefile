@@ -37,7 +37,7 @@ clean:
 #   make bench SYSTEMS=jobyard           only jobyard on PostgreSQL; the report takes the other
 #                                        systems' numbers from the latest results that have them
 #   make bench SCENARIOS=S1,S6 RUNS=5    systems: jobyard pgqueuer procrastinate jobyard-sqlite;
-#                                        scenarios: S1 S2 S3 S4 S5 S6 pgbench memory
+#                                        scenarios: S1 S2 S3 S4 S5 S6 pgbench floor memory
 #   make bench JOBYARD_REF=HEAD          jobyard's src/ as committed at a git ref, not as edited
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed

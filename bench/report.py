@@ -292,6 +292,43 @@ def sqlite_section(data: dict[str, Any]) -> str:
     return table(header, rows)
 
 
+FLOOR_PROBES = {
+    "pgbench": "pgbench, no Python",
+    "asyncpg": "bare asyncpg (PgQueuer's driver) on uvloop",
+    "psycopg": "bare psycopg 3 (jobyard's driver) on asyncio",
+}
+
+
+def floor_section(data: dict[str, Any]) -> str:
+    """What the same insert costs with no job system around it, beside S2."""
+    recs_all = records(data, "floor", "jobyard")
+    recs = ok(recs_all)
+    if not recs:
+        return ""
+    probes = recs[-1]["probes"]
+    jobyard = med([r["jobs_per_s"] for r in ok(records(data, "S2", "jobyard"))])
+    pgqueuer = med([r["jobs_per_s"] for r in ok(records(data, "S2", "pgqueuer"))])
+    rows = []
+    for probe, label in FLOOR_PROBES.items():
+        if probe not in probes:
+            continue
+        median, rng = stat(probes[probe]["runs"])
+        rows.append([label, median, rng, ratio(jobyard, probes[probe]["median"])])
+    header = ["the insert alone, through", "inserts/s (median)", "range", "jobyard S2 ÷ it"]
+    return (
+        f"\nThe floor under S2{source(recs_all, data)}: jobyard's own one-job insert "
+        "([`bench/pgbench/insert.sql`](../bench/pgbench/insert.sql), without its `NOTIFY`), one "
+        "statement and one synchronous commit per call, awaited one after another from one "
+        "connection as S2's producer does, with no job system around it "
+        "([`bench/floor.py`](../bench/floor.py); a fresh database per run). No system can "
+        "enqueue one job per call and commit faster than its driver sends this one statement"
+        + (f"; 1.5{TIMES} PgQueuer's S2 would be {num(1.5 * pgqueuer)} jobs/s" if pgqueuer else "")
+        + ".\n\n"
+        + table(header, rows)
+        + "\n"
+    )
+
+
 PGBENCH_VARIANTS = {
     "statement": "complete the previous 16 and claim 16 in one statement, synchronous commit",
     "statement-async": "the same in a transaction with `SET LOCAL synchronous_commit = off`",
@@ -436,6 +473,23 @@ def observations(data: dict[str, Any], pgbench_best: float | None) -> list[str]:
             notes.append(
                 f"{LABELS[system]}: S5, with the limit, ran faster than S1 without it ({num(s5)} "
                 f"vs {num(s1)} jobs/s): the limit's cost is lost in this run's noise."
+            )
+    floor = ok(records(data, "floor", "jobyard"))
+    pgq2, jy2 = m("S2", "pgqueuer"), m("S2", "jobyard")
+    if floor and pgq2 and jy2:
+        bare = {p: v["median"] for p, v in floor[-1]["probes"].items() if p != "pgbench"}
+        if bare:
+            best = max(bare, key=lambda p: bare[p])
+            relation = "more than" if 1.5 * pgq2 > bare[best] else "within what"
+            notes.append(
+                f"S2: 1.5{TIMES} PgQueuer ({num(1.5 * pgq2)} jobs/s) is {relation} a bare "
+                f"{best} connection sends the same insert ({num(bare[best])}/s)"
+                + (
+                    f"; jobyard's S2 ({num(jy2)} jobs/s) is "
+                    f"{jy2 / bare['psycopg'] * 100:.0f}% of bare psycopg's, its own driver."
+                    if "psycopg" in bare
+                    else "."
+                )
             )
     j1 = m("S1", "jobyard")
     if j1 and pgbench_best:
@@ -629,6 +683,7 @@ def render(data: dict[str, Any], borrowed: list[str]) -> str:
         f"### S2 single enqueue: {sz['single_n']:,} enqueues, one call and transaction each\n\n"
         + throughput_table(data, "S2")
         + "\n"
+        + floor_section(data)
     )
     parts.append(
         f"### S3 latency: {sz['latency_n']:,} jobs at {sz['latency_rate']:.0f}/s to an idle "
@@ -669,7 +724,8 @@ def render(data: dict[str, Any], borrowed: list[str]) -> str:
         )
         + "\n\nClaim ms: median `Execution Time` of 5 `EXPLAIN ANALYZE` runs (each rolled back) "
         "of the statement the worker uses to take work, on the 20,000-job backlog before the "
-        "worker starts: jobyard's `claim_jobs` (16 jobs), PgQueuer's dequeue (a batch of 8, "
+        "worker starts: jobyard's cycle statement `complete_and_claim` with no results to "
+        "record (16 jobs), PgQueuer's dequeue (a batch of 8, "
         "with its log insert), Procrastinate's `procrastinate_fetch_job_v2` (one job; the time "
         "is the whole plpgsql call).\n"
     )
