@@ -7,6 +7,7 @@ parameters, as the engine sends it, not planned for the values of one call.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ _PARAMS = {
     "max_jobs": "int",
     "owner": "text",
     "now": "timestamptz",
+    "keys": "bigint[]",
 }
 
 
@@ -60,7 +62,7 @@ def test_claim_reads_the_claim_index_in_order_and_never_scans_the_table(
 ) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         fill(conn, history=history)
-        plan = generic_plan(conn, "('[]', '{a,b}', '{16,NULL}', 16, 'n1', NULL)")
+        plan = generic_plan(conn, "('[]', '{a,b}', '{16,NULL}', 16, 'n1', NULL, '{42}')")
     assert "jobyard_jobs_claim" in plan, plan
     assert "Seq Scan on jobyard_jobs" not in plan, plan
     # Each type's candidates come from an ordered index scan cut by LIMIT, not a sort of the
@@ -87,7 +89,7 @@ def test_cycle_touches_a_few_pages_whatever_the_history(pg_url: str) -> None:
             for (i,) in claimed
         )
         plan = generic_plan(
-            conn, f"('[{rows}]', '{{a}}', '{{NULL}}', 16, 'n1', NULL)", analyze=True
+            conn, f"('[{rows}]', '{{a}}', '{{NULL}}', 16, 'n1', NULL, '{{}}')", analyze=True
         )
     # 16 completed and 16 claimed: both updates find their rows without reading the 70,000.
     updates = re.findall(r"Update on jobyard_jobs \S+ .*actual time=\S+ rows=(\d+)", plan)
@@ -112,4 +114,82 @@ async def test_only_the_claim_connection_forces_the_generic_plan(pg_url: str) ->
         await heartbeat.close()
     finally:
         await claim.close()
+        await store.close()
+
+
+async def test_fast_transitions_relax_only_the_claim_connections_commits(pg_url: str) -> None:
+    """Claims and results may be lost in a crash (the job runs again); enqueues never."""
+    from jobyard import open_store
+    from jobyard.store.postgres.store import PostgresStore
+
+    for fast, claims in ((False, "on"), (True, "off")):
+        store = open_store(pg_url, fast_transitions=fast)
+        assert isinstance(store, PostgresStore)
+        claim = store.for_role("claim")
+        try:
+            assert await claim._fetch("SHOW synchronous_commit") == [(claims,)]
+            assert await store._fetch("SHOW synchronous_commit") == [("on",)]
+        finally:
+            await claim.close()
+            await store.close()
+
+
+async def test_a_claim_that_waited_for_the_type_lock_counts_what_was_claimed_meanwhile(
+    pg_url: str,
+) -> None:
+    """The hazard of a one-statement claim: its snapshot is older than the lock it waits for.
+
+    Claimer A holds the type's lock in an open transaction after claiming the whole limit.
+    Claimer B's statement starts (and takes its snapshot) while A is still open, then waits for
+    the lock inside it. When A commits, B must see A's claims and take nothing.
+    """
+    from jobyard import open_store
+    from jobyard.store.base import NewJob
+    from jobyard.store.postgres.store import PostgresStore, type_lock_key
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    await store.enqueue_jobs([NewJob(type="t", payload_json="{}") for _ in range(6)])
+    sql = _Q["complete_and_claim"]
+
+    def params(owner: str) -> dict[str, Any]:
+        return {
+            "rows": "[]",
+            "types": ["t"],
+            "limits": [2],
+            "max_jobs": 5,
+            "owner": owner,
+            "now": None,
+            "keys": [type_lock_key("t")],
+        }
+
+    holder = await psycopg.AsyncConnection.connect(pg_url)  # not autocommit: stays open
+    waiter = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        first = await (await holder.execute(sql, params("a"))).fetchall()
+        assert len([r for r in first if r[1] is not None]) == 2
+        waiter_pid = waiter.info.backend_pid
+        second = asyncio.create_task(waiter.execute(sql, params("b")))
+        async with asyncio.timeout(10):
+            while True:  # until B waits for the advisory lock that A holds
+                async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as look:
+                    cur = await look.execute(
+                        "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory'"
+                        " AND NOT granted",
+                        (waiter_pid,),
+                    )
+                    row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                await asyncio.sleep(0.01)
+        await holder.commit()
+        rows = await (await second).fetchall()
+        assert [r for r in rows if r[1] is not None] == []  # the limit is full: nothing taken
+        running = await store._fetch(
+            "SELECT owner, count(*) FROM jobyard_jobs WHERE status = 'processing' GROUP BY owner"
+        )
+        assert running == [("a", 2)]
+    finally:
+        await holder.close()
+        await waiter.close()
         await store.close()

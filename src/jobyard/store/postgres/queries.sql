@@ -21,23 +21,14 @@ VALUES (%(type)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
         coalesce(%(run_at)s::timestamptz, coalesce(%(now)s, now())), coalesce(%(now)s, now()))
 RETURNING id, payload, run_at, created_at;
 
--- name: lock_types
--- Serialize claims of the limited types, in key order so two claimers cannot deadlock. Held to
--- the end of the claim transaction; the claim's snapshot is taken after it is granted, so it
--- sees every earlier claim of these types.
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT k FROM unnest(%(keys)s::bigint[]) AS k ORDER BY k) AS keys;
-
 -- name: complete_and_claim
 -- One dispatch cycle in one statement (and so one implicit transaction): record the results,
 -- then claim. A result applies only while (id, attempt, owner) match and the job is
 -- processing: the fence. Recording results alone is this statement with nothing to claim. Room per type is the free slots, capped by
 -- (limit - running) for limited types. Each type is an ordered scan of jobyard_jobs_claim
 -- (LATERAL), and the union is cut to max_jobs in claim order: higher priority, then earlier
--- run_at, then lower id. Both parts see the statement's one
--- snapshot, in which the jobs being completed still count as processing: a limited type's room
--- adds them back. The first column lists the ids whose result applied; one row per claimed job
--- follows it, or a single row of NULLs when nothing was claimed.
+-- run_at, then lower id. The first column lists the ids whose result applied; one row per
+-- claimed job follows it, or a single row of NULLs when nothing was claimed.
 WITH done AS (
     UPDATE jobyard_jobs AS j
     SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN 'failed'
@@ -57,13 +48,14 @@ WITH done AS (
       AND j.status = 'processing'
     RETURNING j.id, j.type
 ), wanted AS (
+    -- A limited type's room comes from jobyard_claim_room (migration 0005): it takes the
+    -- limited types' locks and counts their running jobs after they are granted. Its last
+    -- argument, read from done, also makes the results land before it counts.
     SELECT t.type,
            CASE WHEN t.lim IS NULL THEN %(max_jobs)s
-                ELSE least(%(max_jobs)s, t.lim - (SELECT count(*) FROM jobyard_jobs r
-                                                  WHERE r.status = 'processing'
-                                                    AND r.type = t.type)
-                                               + (SELECT count(*) FROM done d
-                                                  WHERE d.type = t.type))
+                ELSE least(%(max_jobs)s, jobyard_claim_room(
+                    t.type, t.lim, %(keys)s::bigint[],
+                    (SELECT coalesce(array_agg(d.id), '{}') FROM done d WHERE d.type = t.type)))
            END AS room
     FROM unnest(%(types)s::text[], %(limits)s::int[]) AS t(type, lim)
 ), candidates AS (

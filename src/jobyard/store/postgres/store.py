@@ -286,6 +286,10 @@ class PostgresStore(StoreBase):
         if claim:
             twin._settings.append("SET plan_cache_mode = force_generic_plan")
             twin._pool_kwargs["prepare_threshold"] = 0  # prepared, so planned, once
+            if self._fast:
+                # A claim or a result lost in a database crash only makes a job run again;
+                # enqueues, which must never be lost, stay synchronous on the other connections.
+                twin._settings.append("SET synchronous_commit = off")
         twin._migrated = True
         twin._parent = self
         return twin
@@ -542,26 +546,14 @@ class PostgresStore(StoreBase):
             "now": params.now,
             "rows": self._rows_json(results),
         }
-        keys = [type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None]
+        # One statement, so one implicit transaction, one round trip and one commit for the
+        # whole cycle; the limited types' locks are taken inside it (jobyard_claim_room).
+        claim["keys"] = [
+            type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None
+        ]
         async with self._pool.connection() as conn:
-            if not keys and not self._fast:
-                # One statement, so one implicit transaction, one round trip and one commit
-                # for the whole cycle.
-                cursor = await conn.execute(_Q["complete_and_claim"], claim)
-                rows = await cursor.fetchall()
-            else:
-                # Pipeline mode: BEGIN, the type locks, the cycle and COMMIT leave in one write
-                # and come back in one read. The locks are granted before the cycle's statement
-                # takes its snapshot, so it sees every earlier claim of the limited types.
-                async with conn.pipeline(), conn.transaction():
-                    if self._fast:
-                        # A claim or a result lost in a database crash only makes a job run
-                        # again; enqueues, which must never be lost, stay synchronous.
-                        await conn.execute("SET LOCAL synchronous_commit = off")
-                    if keys:
-                        await conn.execute(_Q["lock_types"], {"keys": keys})
-                    cursor = await conn.execute(_Q["complete_and_claim"], claim)
-                rows = await cursor.fetchall()
+            cursor = await conn.execute(_Q["complete_and_claim"], claim)
+            rows = await cursor.fetchall()
         applied = set(rows[0][0]) if rows else set()
         jobs = [_job(r[1:]) for r in rows if r[1] is not None]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
