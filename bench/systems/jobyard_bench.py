@@ -172,6 +172,7 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
     """
     import psycopg
 
+    from jobyard.store.postgres.store import type_lock_key
     from jobyard.store.sql import load_queries
 
     queries = load_queries("jobyard.store.postgres", "queries.sql")
@@ -182,6 +183,7 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
         "owner": "bench-explain",
         "now": None,
         "rows": "[]",
+        "keys": [type_lock_key(JOB_TYPE)] if limit else [],
     }
     execution: list[float] = []
     planning: list[float] = []
