@@ -601,6 +601,7 @@ def pgbench_sql(src: Path) -> str:
         "%(owner)s": "'pgbench'",
         "%(now)s": "NULL::timestamptz",
         "%(rows)s": ":rows",
+        "%(keys)s": "'{}'",
     }.items():
         ctes = ctes.replace(key, value)
     if "%(" in ctes:

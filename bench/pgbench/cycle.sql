@@ -23,13 +23,14 @@ WITH done AS (
       AND j.status = 'processing'
     RETURNING j.id, j.type
 ), wanted AS (
+    -- A limited type's room comes from jobyard_claim_room (migration 0005): it takes the
+    -- limited types' locks and counts their running jobs after they are granted. Its last
+    -- argument, read from done, also makes the results land before it counts.
     SELECT t.type,
            CASE WHEN t.lim IS NULL THEN 16
-                ELSE least(16, t.lim - (SELECT count(*) FROM jobyard_jobs r
-                                                  WHERE r.status = 'processing'
-                                                    AND r.type = t.type)
-                                               + (SELECT count(*) FROM done d
-                                                  WHERE d.type = t.type))
+                ELSE least(16, jobyard_claim_room(
+                    t.type, t.lim, '{}'::bigint[],
+                    (SELECT coalesce(array_agg(d.id), '{}') FROM done d WHERE d.type = t.type)))
            END AS room
     FROM unnest('{bench}'::text[], '{NULL}'::int[]) AS t(type, lim)
 ), candidates AS (
