@@ -49,7 +49,7 @@ BY_DESIGN: Final = {
     "typed": "some payloads cannot be decoded",
 }
 THROUGHPUT_TYPES: Final = frozenset({"work", "bulk"})
-ROLES: Final = ("listener", "leader", "worker", "heartbeat")
+ROLES: Final = ("listener", "leader", "worker", "claim", "heartbeat")
 WORKLOAD_ATTEMPTS: Final = 5
 
 

@@ -29,7 +29,7 @@ class Profile:
     midpass_stops: int = 1
     # (4) pg_ctl restart of the private cluster, in these modes, in order.
     pg_restarts: tuple[str, ...] = ("fast", "immediate")
-    # (5) pg_terminate_backend of listener, leader, worker, heartbeat connections, per round.
+    # (5) pg_terminate_backend of listener, leader, worker, claim, heartbeat connections, per round.
     terminate_rounds: int = 1
     # (6) jobs that outlive their timeout: cooperative (slow) and CPU-bound (spin), each.
     timeout_jobs: int = 2

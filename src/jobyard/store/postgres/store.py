@@ -1,9 +1,10 @@
 """The PostgreSQL store: many nodes on many hosts share one database.
 
-Connections come from a psycopg 3 pool in autocommit mode; a multi-statement operation (the
-claim) opens an explicit transaction. Every connection is named `jobyard:<node>:<role>` in
-`pg_stat_activity`. Code without an event loop (a Flask or Django view) enqueues through a small
-sync pool that opens on first use.
+Connections come from a psycopg 3 pool in autocommit mode: every operation is one statement,
+so one implicit transaction, except a migration and creating a workspace or session with its
+job. A node's dispatch cycle (record results, claim) is a single statement too, limits included.
+Every connection is named `jobyard:<node>:<role>` in `pg_stat_activity`. Code without an event
+loop (a Flask or Django view) enqueues through a small sync pool that opens on first use.
 """
 
 from __future__ import annotations
