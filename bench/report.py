@@ -611,6 +611,9 @@ come from the newest full run, marked †); `SCENARIOS=S1,S6`, `RUNS=5` and `JOB
 `JOBYARD_REF`, jobyard runs from a copy of the working tree's `src/` taken when the run starts,
 so edits made meanwhile cannot change it half-way. The PostgreSQL server
 is `127.0.0.1:5432`, user `postgres` (`BENCH_PGHOST`, `BENCH_PGPORT`, `BENCH_PGUSER` override).
+A scenario measured again on its own replaces the full run's rows with
+`.venv/bin/python bench/report.py bench/results/<full>.json --merge bench/results/<later>.json`
+(marked †, with the file named).
 """
 
 HOW = """\
