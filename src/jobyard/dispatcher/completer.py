@@ -1,9 +1,9 @@
 """The completer: holds attempt results until the next write takes them, fenced.
 
 A busy node writes its results together with its next claim (`Store.complete_and_claim`): one
-transaction per cycle, not one per job and not one per batch. Results that finish while the
-node's cycles are in flight wait for the next one, so an idle node adds no delay and a busy one
-batches more. A batch taken by a cycle still counts as held until that cycle settles it or puts
+transaction per cycle, not one per job and not one per batch. Results that finish while a
+cycle is in flight wait for the next one, so an idle node adds no delay and a busy one batches
+more. A batch taken by a cycle still counts as held until that cycle settles it or puts
 it back, so the heartbeat never mistakes a job whose result is being written for a stray.
 A result is applied only while its `(id, attempt, owner)` fence holds; the others are dropped
 and logged, because their job was taken away.

@@ -24,11 +24,12 @@ RETURNING id, payload, run_at, created_at;
 -- name: complete_and_claim
 -- One dispatch cycle in one statement (and so one implicit transaction): record the results,
 -- then claim. A result applies only while (id, attempt, owner) match and the job is
--- processing: the fence. Recording results alone is this statement with nothing to claim. Room per type is the free slots, capped by
--- (limit - running) for limited types. Each type is an ordered scan of jobyard_jobs_claim
--- (LATERAL), and the union is cut to max_jobs in claim order: higher priority, then earlier
--- run_at, then lower id. The first column lists the ids whose result applied; one row per
--- claimed job follows it, or a single row of NULLs when nothing was claimed.
+-- processing: the fence. Recording results alone is this statement with nothing to claim.
+-- Room per type is the free slots, capped by (limit - running) for limited types. Each type is
+-- an ordered scan of jobyard_jobs_claim (LATERAL), and the union is cut to max_jobs in claim
+-- order: higher priority, then earlier run_at, then lower id. The first column lists the ids
+-- whose result applied; one row per claimed job follows it, or a single row of NULLs when
+-- nothing was claimed.
 WITH done AS (
     UPDATE jobyard_jobs AS j
     SET status = CASE r.outcome WHEN 'completed' THEN 'completed' WHEN 'failed' THEN 'failed'

@@ -546,12 +546,12 @@ class PostgresStore(StoreBase):
             "owner": params.node_id,
             "now": params.now,
             "rows": self._rows_json(results),
+            "keys": [
+                type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None
+            ],
         }
         # One statement, so one implicit transaction, one round trip and one commit for the
         # whole cycle; the limited types' locks are taken inside it (jobyard_claim_room).
-        claim["keys"] = [
-            type_lock_key(t) for t, lim in zip(types, limits, strict=True) if lim is not None
-        ]
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_Q["complete_and_claim"], claim)
             rows = await cursor.fetchall()
@@ -559,12 +559,6 @@ class PostgresStore(StoreBase):
         jobs = [_job(r[1:]) for r in rows if r[1] is not None]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return applied, jobs
-
-    @staticmethod
-    def _sorted(rows: list[Any]) -> list[Job]:
-        jobs = [_job(r) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
 
     @staticmethod
     def _rows_json(results: Sequence[JobResult]) -> str:

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,7 +367,7 @@ class SQLiteStore(StoreBase):
 
     @staticmethod
     def _claim(
-        conn: sqlite3.Connection, params: ClaimParams, skip: set[int] | frozenset[int] = frozenset()
+        conn: sqlite3.Connection, params: ClaimParams, skip: AbstractSet[int] = frozenset()
     ) -> list[Job]:
         now = _ts(params.now)
         room: dict[str, int] = {t: params.max_jobs for t in params.job_types}
