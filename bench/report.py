@@ -740,10 +740,10 @@ def render(data: dict[str, Any], borrowed: list[str]) -> str:
         )
         + "\n\nClaim ms: median `Execution Time` of 5 `EXPLAIN ANALYZE` runs (each rolled back) "
         "of the statement the worker uses to take work, on the 20,000-job backlog before the "
-        "worker starts: jobyard's cycle statement `complete_and_claim` with no results to "
-        "record (16 jobs), PgQueuer's dequeue (a batch of 8, "
-        "with its log insert), Procrastinate's `procrastinate_fetch_job_v2` (one job; the time "
-        "is the whole plpgsql call).\n"
+        "worker starts: jobyard's claim with no results to record (16 jobs; `claim_jobs`, the "
+        "statement its cycle sends when it has no results and no limited type), PgQueuer's "
+        "dequeue (a batch of 8, with its log insert), Procrastinate's "
+        "`procrastinate_fetch_job_v2` (one job; the time is the whole plpgsql call).\n"
     )
     parts.append(
         "### jobyard on SQLite\n\n"

@@ -28,8 +28,16 @@ _PARAMS = {
 }
 
 
-def generic_plan(conn: psycopg.Connection[Any], values: str, *, analyze: bool = False) -> str:
-    sql = _Q["complete_and_claim"]
+def generic_plan(
+    conn: psycopg.Connection[Any],
+    values: str,
+    *,
+    analyze: bool = False,
+    query: str = "complete_and_claim",
+) -> str:
+    """The generic plan of the cycle's statement, or of the lean claim_jobs (which takes the
+    same parameters and ignores the ones it does not use)."""
+    sql = _Q[query]
     for n, name in enumerate(_PARAMS, start=1):
         sql = sql.replace(f"%({name})s", f"${n}")
     assert "%(" not in sql, "the cycle takes a parameter this test does not know"
@@ -56,13 +64,16 @@ def fill(conn: psycopg.Connection[Any], *, history: bool = True) -> None:
     conn.execute("ANALYZE jobyard_jobs")
 
 
+@pytest.mark.parametrize("query", ["complete_and_claim", "claim_jobs"])
 @pytest.mark.parametrize("history", [True, False], ids=["with-history", "backlog-only"])
 def test_claim_reads_the_claim_index_in_order_and_never_scans_the_table(
-    pg_url: str, history: bool
+    pg_url: str, history: bool, query: str
 ) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         fill(conn, history=history)
-        plan = generic_plan(conn, "('[]', '{a,b}', '{16,NULL}', 16, 'n1', NULL, '{42}')")
+        plan = generic_plan(
+            conn, "('[]', '{a,b}', '{16,NULL}', 16, 'n1', NULL, '{42}')", query=query
+        )
     assert "jobyard_jobs_claim" in plan, plan
     assert "Seq Scan on jobyard_jobs" not in plan, plan
     # Each type's candidates come from an ordered index scan cut by LIMIT, not a sort of the
@@ -193,3 +204,44 @@ async def test_a_claim_that_waited_for_the_type_lock_counts_what_was_claimed_mea
         await holder.close()
         await waiter.close()
         await store.close()
+
+
+@pytest.mark.parametrize("max_jobs", [1, 7, 40])
+def test_the_lean_claim_takes_what_the_cycle_statement_would(pg_url: str, max_jobs: int) -> None:
+    """claim_jobs stands in for complete_and_claim when there is nothing to record and no
+    limit: on the same rows it must claim the same jobs, in the same order, the same way."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobyard_jobs (type, payload, priority, run_at) "
+            "SELECT (ARRAY['a', 'b', 'c'])[g % 3 + 1], '{}', g % 4, "
+            "now() - make_interval(secs => g % 7) + make_interval(secs => 3600 * (g % 11 / 10)) "
+            "FROM generate_series(1, 60) AS g"
+        )
+        (due,) = conn.execute(
+            "SELECT count(*) FROM jobyard_jobs WHERE type IN ('a', 'b') AND run_at <= now()"
+        ).fetchone() or (0,)
+        assert 0 < due < 40  # some of a and b are not due yet, and c is not asked for
+        params = {
+            "rows": "[]",
+            "types": ["a", "b"],
+            "limits": [None, None],
+            "max_jobs": max_jobs,
+            "owner": "n1",
+            "now": None,
+            "keys": [],
+        }
+        claimed = {}
+        for query in ("complete_and_claim", "claim_jobs"):
+            with conn.transaction(force_rollback=True):
+                rows = conn.execute(_Q[query], params).fetchall()
+                if query == "complete_and_claim":
+                    rows = [r[1:] for r in rows if r[1] is not None]
+                after = conn.execute(
+                    "SELECT id, status, owner, attempt, started_at IS NOT NULL FROM jobyard_jobs "
+                    "WHERE status = 'processing' ORDER BY id"
+                ).fetchall()
+                claimed[query] = ([r[0] for r in rows], after)
+    ids, after = claimed["complete_and_claim"]
+    assert len(ids) == min(max_jobs, due)
+    assert claimed["claim_jobs"] == claimed["complete_and_claim"]
+    assert all(row[1:] == ("processing", "n1", 1, True) for row in after)

@@ -165,8 +165,9 @@ async def latency_inproc(
 
 
 def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[str, Any]:
-    """EXPLAIN ANALYZE jobyard's own dispatch cycle, `complete_and_claim`, with no results to
-    record (the claim alone), rolled back.
+    """EXPLAIN ANALYZE jobyard's own dispatch cycle with no results to record (the claim
+    alone), rolled back: `claim_jobs` with no limit, `complete_and_claim` with one, as the
+    engine chooses.
 
     The query text comes from the installed jobyard, so it is always the one the engine runs.
     """
@@ -185,6 +186,7 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
         "rows": "[]",
         "keys": [type_lock_key(JOB_TYPE)] if limit else [],
     }
+    name = "complete_and_claim" if limit else "claim_jobs"
     execution: list[float] = []
     planning: list[float] = []
     plan_text = ""
@@ -193,17 +195,17 @@ def explain_claim(dsn: str, concurrency: int, limit: int, repeat: int) -> dict[s
             with conn.transaction(force_rollback=True):
                 if attempt == repeat:
                     rows = conn.execute(
-                        "EXPLAIN (ANALYZE, BUFFERS) " + queries["complete_and_claim"], params
+                        "EXPLAIN (ANALYZE, BUFFERS) " + queries[name], params
                     ).fetchall()
                     plan_text = "\n".join(r[0] for r in rows)
                     break
                 (doc,) = conn.execute(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + queries["complete_and_claim"], params
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + queries[name], params
                 ).fetchone() or (None,)
                 execution.append(float(doc[0]["Execution Time"]))
                 planning.append(float(doc[0]["Planning Time"]))
     return {
-        "query": "jobyard complete_and_claim (store/postgres/queries.sql), claim only",
+        "query": f"jobyard {name} (store/postgres/queries.sql), claim only",
         "execution_ms": execution,
         "planning_ms": planning,
         "median_ms": statistics.median(execution),

@@ -83,6 +83,31 @@ SELECT a.applied, c.*
 FROM (SELECT coalesce(array_agg(id), '{}') AS applied FROM done) AS a
 LEFT JOIN claimed AS c ON true;
 
+-- name: claim_jobs
+-- The cycle when it has no result to record and no limited type to claim: complete_and_claim
+-- without its fenced update and its room per type. Same candidates, same order, same claimed
+-- row; an empty UPDATE still opens the table and its indexes, which costs an idle node
+-- about a tenth of a millisecond on the way from a wake-up to a running job.
+WITH candidates AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest(%(types)s::text[]) AS t(type)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobyard_jobs j
+        WHERE j.status = 'pending' AND j.type = t.type
+          AND j.run_at <= coalesce(%(now)s, now())
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(max_jobs)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), chosen AS (
+    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT %(max_jobs)s
+)
+UPDATE jobyard_jobs AS j
+SET status = 'processing', owner = %(owner)s, attempt = j.attempt + 1,
+    started_at = coalesce(%(now)s, now()), finished_at = NULL
+WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
+RETURNING j.*;
+
 -- name: get_job
 SELECT * FROM jobyard_jobs WHERE id = %(id)s;
 

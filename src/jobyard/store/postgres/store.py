@@ -551,12 +551,18 @@ class PostgresStore(StoreBase):
             ],
         }
         # One statement, so one implicit transaction, one round trip and one commit for the
-        # whole cycle; the limited types' locks are taken inside it (jobyard_claim_room).
+        # whole cycle; the limited types' locks are taken inside it (jobyard_claim_room). With
+        # nothing to record and no limit to keep, the lean claim_jobs does the same claim.
+        lean = not results and not claim["keys"]
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(_Q["complete_and_claim"], claim)
+            cursor = await conn.execute(_Q["claim_jobs" if lean else "complete_and_claim"], claim)
             rows = await cursor.fetchall()
-        applied = set(rows[0][0]) if rows else set()
-        jobs = [_job(r[1:]) for r in rows if r[1] is not None]
+        if lean:
+            applied: set[int] = set()
+            jobs = [_job(r) for r in rows]
+        else:
+            applied = set(rows[0][0]) if rows else set()
+            jobs = [_job(r[1:]) for r in rows if r[1] is not None]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return applied, jobs
 
