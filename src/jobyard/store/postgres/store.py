@@ -461,6 +461,9 @@ class PostgresStore(StoreBase):
                 while True:
                     async for note in conn.notifies(timeout=probe_every):
                         on_event(note.channel, note.payload)
+                        # Let what on_event woke (a dispatcher's claim) run before this
+                        # connection is watched again.
+                        await asyncio.sleep(0)
                     await asyncio.wait_for(conn.execute("SELECT 1"), probe_every)
             except asyncio.CancelledError:
                 raise
