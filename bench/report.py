@@ -329,6 +329,54 @@ def floor_section(data: dict[str, Any]) -> str:
     )
 
 
+LATENCY_FLOOR_PROBES = {
+    "asyncpg": ("bare asyncpg (PgQueuer's driver), worker on uvloop", "pgqueuer"),
+    "psycopg": ("bare psycopg 3 (jobyard's driver) on asyncio", "jobyard"),
+}
+
+
+def latency_floor_section(data: dict[str, Any]) -> str:
+    """What S3's path costs through each bare driver, beside S3: the overhead each system adds
+    over its own driver's floor."""
+    recs_all = records(data, "floor", "jobyard")
+    recs = [r for r in ok(recs_all) if "latency" in r]
+    if not recs:
+        return ""
+    floors = recs[-1]["latency"]
+    rows = []
+    for driver, (label, system) in LATENCY_FLOOR_PROBES.items():
+        if driver not in floors:
+            continue
+        runs = floors[driver]["runs"]
+        cells = [label]
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            m, rng = stat([r[key] for r in runs], 2)
+            cells.append(f"{m} ({rng})")
+        p50 = med([r["p50_ms"] for r in ok(records(data, "S3", system))])
+        added = f"+{p50 - floors[driver]['p50_ms']:.2f} ms" if p50 is not None else "—"
+        cells.append(f"{LABELS[system]}: {added}")
+        rows.append(cells)
+    header = [
+        "S3's path alone, through",
+        "p50 ms (range)",
+        "p95 ms (range)",
+        "p99 ms (range)",
+        "the system's S3 p50 over it",
+    ]
+    return (
+        f"\nThe floor under S3{source(recs_all, data)}: the same path with no job system around "
+        "it ([`bench/floor.py`](../bench/floor.py) `--path latency`; a fresh database per run). "
+        "A worker process listens on one connection and, on each notification, sends jobyard's "
+        "claim on a second, then records what it claimed as completed; another process enqueues "
+        f"{num(recs[-1].get('latency_n'))} jobs at the same rate with jobyard's insert and its "
+        "NOTIFY. Latency runs from just before the insert is sent to the claim's return: every "
+        "round trip S3's path needs, on one bare driver, with no job body. Both systems commit "
+        "twice on the way (the enqueue, then the claim), each commit waiting for its WAL flush.\n\n"
+        + table(header, rows)
+        + "\n"
+    )
+
+
 PGBENCH_VARIANTS = {
     "statement": "complete the previous 16 and claim 16 in one statement, synchronous commit",
     "statement-async": "the same in a transaction with `SET LOCAL synchronous_commit = off`",
@@ -500,6 +548,17 @@ def observations(data: dict[str, Any], pgbench_best: float | None) -> list[str]:
                 + ", and ".join(parts)
                 + share
                 + "."
+            )
+    lat = [r for r in floor if "latency" in r]
+    j3, q3 = m("S3", "jobyard", "p50_ms"), m("S3", "pgqueuer", "p50_ms")
+    if lat and j3 and q3:
+        fl = {d: v["p50_ms"] for d, v in lat[-1]["latency"].items()}
+        if fl.get("psycopg") and fl.get("asyncpg"):
+            notes.append(
+                f"S3: with no job system at all, S3's path costs {fl['psycopg']:.2f} ms at the "
+                f"median through bare psycopg and {fl['asyncpg']:.2f} ms through bare asyncpg. "
+                f"jobyard adds {j3 - fl['psycopg']:.2f} ms to its driver's floor, PgQueuer "
+                f"{q3 - fl['asyncpg']:.2f} ms to its; the rest of the difference is the drivers'."
             )
     j1 = m("S1", "jobyard")
     if j1 and pgbench_best:
@@ -706,7 +765,7 @@ def render(data: dict[str, Any], borrowed: list[str]) -> str:
         "worker, from another process\n\n"
         + latency_table(data, "S3", PG_SYSTEMS)
         + "\n\nEnqueue-to-start, in milliseconds: median of the runs' percentiles, with their "
-        "range.\n"
+        "range.\n" + latency_floor_section(data)
     )
     parts.append(
         "### S4 two worker processes of concurrency 8\n\n"

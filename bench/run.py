@@ -716,6 +716,7 @@ def run_pgbench(ctx: Context) -> dict[str, Any]:
 # -- the floor under S2 -----------------------------------------------------------------------
 FLOOR_SCRIPT = BENCH / "floor.py"
 FLOOR_PROBES = ("pgbench", "psycopg", "asyncpg")
+LATENCY_PROBES = ("psycopg", "asyncpg")  # S3's floor: bare drivers, no pgbench equivalent
 
 
 def insert_job_pgbench(src: Path) -> str:
@@ -741,7 +742,9 @@ def insert_job_pgbench(src: Path) -> str:
 def run_floor(ctx: Context) -> dict[str, Any]:
     """S2's floor: the same one-row insert and commit per call with no job system around it:
     pgbench (no Python at all), and bench/floor.py on bare psycopg (jobyard's driver) and bare
-    asyncpg (PgQueuer's), `runs` times each against a fresh database, interleaved."""
+    asyncpg (PgQueuer's), `runs` times each against a fresh database, interleaved. Then S3's:
+    enqueue, notification and claim with jobyard's SQL on each bare driver (bench/floor.py
+    --path latency), `runs` times each."""
     system = SYSTEMS["jobyard"]
     pgbench = shutil.which("pgbench")
     if pgbench is None:
@@ -773,6 +776,8 @@ def run_floor(ctx: Context) -> dict[str, Any]:
                     args = [
                         str(pythons[probe]), str(FLOOR_SCRIPT), "--driver", probe,
                         "--dsn", target.dsn, "--n", str(ctx.sizes.single_n),
+                        "--queries",
+                        str(ctx.jobyard_src / "jobyard" / "store" / "postgres" / "queries.sql"),
                     ]  # fmt: skip
                     proc = subprocess.run(args, capture_output=True, text=True, check=False)
                     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -781,13 +786,46 @@ def run_floor(ctx: Context) -> dict[str, Any]:
                     rate = float(json.loads(lines[-1])["jobs_per_s"])
             results[probe].append(rate)
             log(f"  floor {probe} run {run}: {rate:.0f} inserts/s")
+    queries = ctx.jobyard_src / "jobyard" / "store" / "postgres" / "queries.sql"
+    latency: dict[str, list[dict[str, float]]] = {driver: [] for driver in LATENCY_PROBES}
+    for run in range(1, ctx.sizes.runs + 1):
+        k = (run - 1) % len(LATENCY_PROBES)
+        for driver in LATENCY_PROBES[k:] + LATENCY_PROBES[:k]:
+            with ctx.target(system, f"jobyard_floor_latency_{driver}_{run}") as target:
+                call(ctx, system, "setup", dsn=target.dsn)
+                target.maintain()
+                args = [
+                    str(pythons[driver]), str(FLOOR_SCRIPT), "--driver", driver, "--path",
+                    "latency", "--dsn", target.dsn, "--n", str(ctx.sizes.latency_n),
+                    "--rate", str(ctx.sizes.latency_rate), "--queries", str(queries),
+                ]  # fmt: skip
+                timeout = ctx.sizes.latency_n / ctx.sizes.latency_rate + 180
+                proc = subprocess.run(
+                    args, capture_output=True, text=True, check=False, timeout=timeout
+                )
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode != 0 or not lines:
+                    raise BenchError(f"latency floor {driver} failed: {proc.stderr.strip()[-300:]}")
+            latency[driver].append(json.loads(lines[-1]))
+            log(f"  latency floor {driver} run {run}: p50 {latency[driver][-1]['p50_ms']:.2f} ms")
     return {
         "probes": {
             probe: {"runs": rates, "median": statistics.median(rates)}
             for probe, rates in results.items()
         },
+        "latency": {
+            driver: {
+                "runs": runs,
+                **{
+                    key: statistics.median(r[key] for r in runs)
+                    for key in ("p50_ms", "p95_ms", "p99_ms")
+                },
+            }
+            for driver, runs in latency.items()
+        },
         "script": "bench/pgbench/insert.sql",
         "n": ctx.sizes.single_n,
+        "latency_n": ctx.sizes.latency_n,
         "pgbench_seconds": ctx.sizes.pgbench_seconds,
         "load": os.getloadavg()[0],
     }
