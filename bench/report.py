@@ -209,7 +209,7 @@ def latency_table(data: dict[str, Any], scenario: str, systems: Sequence[str]) -
         recs = records(data, scenario, system)
         cells = [LABELS[system] + source(recs, data) + failures(recs)]
         for key in ("p50_ms", "p95_ms", "p99_ms"):
-            m, rng = stat(pick(system, key), 1)
+            m, rng = stat(pick(system, key), 2)
             cells.append(f"{m} ({rng})")
         cells.append(num(med(pick(system, "max_ms")), 1))
         if system in PEERS:
