@@ -1,7 +1,9 @@
-"""The elector's local view of leadership, on real stores, with an injected monotonic clock."""
+"""The elector's local view of leadership, on real stores, with an injected monotonic clock; and,
+on PostgreSQL, a new term waiting for the old term's maintenance statement in flight."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -109,3 +111,44 @@ async def test_resigning_reports_the_end_of_the_term(store: Store) -> None:
     await e.stop(resign=True)
     assert seen == [("n1", 1000.0 + LEASE.total_seconds() * TRUST_FRACTION), (None, 1000.0)]
     assert await store.get_leader() is None
+
+
+async def test_a_new_term_waits_for_the_old_terms_statement_in_flight(pg_url: str) -> None:
+    """PostgreSQL: a fenced maintenance statement share-locks the lease row, so a new election
+    (an update of that row) waits until the statement has committed: the old term's last
+    statement can never land inside the next term."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from jobyard import open_store
+    from jobyard.store.postgres.store import _Q
+
+    store = open_store(pg_url)
+    holder = await psycopg.AsyncConnection.connect(pg_url)  # not autocommit: stays open
+    try:
+        old = await store.try_acquire_leader("n1", LEASE)
+        assert old is not None
+        params = {"now": None, "leader": old.leader_id, "elected_at": old.elected_at}
+        await holder.execute(_Q["delete_dead_nodes"], params)  # fence held: the row is locked
+        later = datetime.now(UTC) + LEASE + timedelta(seconds=5)  # n1's lease is long over
+        election = asyncio.create_task(store.try_acquire_leader("n2", LEASE, now=later))
+        async with asyncio.timeout(10):
+            while True:  # until the election waits for the lock the statement holds
+                async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as look:
+                    cur = await look.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> %s",
+                        (holder.info.backend_pid,),
+                    )
+                    row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                await asyncio.sleep(0.01)
+        assert not election.done()
+        await holder.commit()
+        term = await election
+        assert term is not None
+        assert term.leader_id == "n2"
+    finally:
+        await holder.close()
+        await store.close()

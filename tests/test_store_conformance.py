@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -18,6 +19,7 @@ from jobyard.store.base import (
     NewJob,
     NodeInfo,
     Outcome,
+    RescueResult,
     Store,
 )
 
@@ -449,6 +451,39 @@ async def test_rescue_leaves_finished_jobs_alone(store: Store) -> None:
     result = await store.rescue_orphaned_jobs()
     assert (result.retried, result.failed) == (0, 0)
     assert await status_of(store, job.id) is JobStatus.COMPLETED
+
+
+async def test_maintenance_statements_are_fenced_by_the_leader_term(store: Store) -> None:
+    """Sent with a term, a maintenance statement changes nothing unless that term holds the
+    lease, unexpired: a deposed leader's statement (one it sent after a freeze, say) is a no-op."""
+    await store.heartbeat_node(node("dying"), timedelta(seconds=1))
+    await store.enqueue_jobs([new(), new(), new()])
+    jobs = await store.claim_jobs(claim("dying", max_jobs=2))
+    (left,) = [j for j in await store.list_jobs() if j.status is JobStatus.PENDING]
+    await store.cancel_job(left.id)
+    old = await store.try_acquire_leader("n1", timedelta(seconds=1))
+    assert old is not None
+    later = datetime.now(UTC) + timedelta(seconds=3)  # n1's lease and the node have expired
+    current = await store.try_acquire_leader("n2", LEASE, now=later)
+    assert current is not None
+    forged = replace(current, elected_at=current.elected_at - timedelta(seconds=1))
+    expired = later + LEASE + timedelta(seconds=1)
+    for term, at in ((old, later), (forged, later), (current, expired)):
+        assert await store.fail_stale_jobs(later, term=term, now=at) == 0
+        assert await store.rescue_orphaned_jobs(term=term, now=at) == RescueResult(0, 0)
+        assert await store.delete_dead_nodes(term=term, now=at) == 0
+    for term in (old, forged):  # pruning is decided by the database's own clock
+        assert await store.prune_jobs(JobStatus.CANCELLED, later, term=term) == 0
+    assert [await status_of(store, j.id) for j in jobs] == [JobStatus.PROCESSING] * 2
+    assert await status_of(store, left.id) is JobStatus.CANCELLED
+    # The term that holds the lease does the work (on the rows the deposed terms left alone).
+    assert await store.rescue_orphaned_jobs(term=current, now=later) == RescueResult(2, 0)
+    assert await store.delete_dead_nodes(term=current, now=later) == 1
+    assert await store.prune_jobs(JobStatus.CANCELLED, later, term=current) == 1
+    again = await store.claim_jobs(claim("gone", max_jobs=2, now=later))
+    assert len(again) == 2
+    cutoff = later + timedelta(seconds=1)
+    assert await store.fail_stale_jobs(cutoff, term=current, now=later) == 2
 
 
 # -- schema ------------------------------------------------------------------------------------

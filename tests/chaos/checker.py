@@ -192,18 +192,11 @@ class Report:
 # profile (it still fails the full profile, and any run with JOBYARD_CHAOS_STRICT=1). Each key
 # matches only the circumstance found, so the same invariant broken any other way still fails.
 # Remove an entry once the engine is fixed (docs/reliability.md lists them).
-# Open engine bugs the quick profile reports without failing (matched narrowly). Fixed: the
-# leader lease is a logged table (migration 0004), so a database crash no longer yields two
-# leaders. Still open, narrowed: maintenance checks leadership before every statement, but a
-# leader frozen between that check and the statement still sends that one statement; the
-# real fix is to fence each maintenance statement with the term in SQL.
-KNOWN_ISSUES: dict[str, str] = {
-    "(in a pass begun as leader": (
-        "a maintenance statement is checked against the leader's local trust just before it is "
-        "sent, not fenced by the term in SQL: a leader frozen between the check and the send "
-        "still sends that one statement"
-    ),
-}
+# None open. Fixed: the leader lease is a logged table (migration 0004), so a database crash
+# no longer yields two leaders; and each maintenance statement is fenced by the leader's term in
+# SQL, so one sent by a leader frozen between its trust check and the send is a no-op (the
+# checker still fails a fenced statement that changed rows while another node led).
+KNOWN_ISSUES: dict[str, str] = {}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -614,6 +607,31 @@ def check_leadership(data: RunData, out: list[Violation], stats: dict[str, Any])
     passes = [m for m in data.maint if m.what == "pass"]
     stops = _stops_by_pid(data)
     for m in data.maint:
+        if m.what in MAINTENANCE_CALLS and not m.leading and (m.detail or {}).get("fenced"):
+            # Fenced by its term in SQL: a no-op once the term ended, and a new term waits for
+            # it. So if it changed anything, no other node may have led while it ran.
+            if (m.detail or {}).get("changed"):
+                end = m.end if m.end is not None else m.at
+                rival = next(
+                    (
+                        (node, term)
+                        for began, until, node, term in spans
+                        if node != m.node
+                        and began < end - OVERLAP_TOLERANCE
+                        and until > m.at + OVERLAP_TOLERANCE
+                    ),
+                    None,
+                )
+                if rival is not None:
+                    out.append(
+                        Violation(
+                            "leadership",
+                            f"{m.node}'s fenced {m.what} from {m.at:.3f} to {end:.3f} changed "
+                            f"{m.detail['changed']} rows while {rival[0]} (term {rival[1]}) led",
+                            at=m.at,
+                        )
+                    )
+            continue
         if m.what in MAINTENANCE_CALLS and not m.leading:
             # The pass this statement belongs to: begun as leader, and frozen meanwhile?
             owner = next(

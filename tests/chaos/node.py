@@ -422,12 +422,15 @@ async def run(spec: dict[str, Any]) -> None:
         real_pass = run_maintenance
 
         async def traced_pass(
-            store_: Store, config_: Config, still_leader: Callable[[], bool] = lambda: True
+            store_: Store,
+            config_: Config,
+            still_leader: Callable[[], bool] = lambda: True,
+            **kwargs: Any,
         ) -> MaintenanceReport:
             began, believed = time.monotonic(), dispatcher.is_leader
             detail: dict[str, Any] = {}
             try:
-                report = await real_pass(store_, config_, still_leader)
+                report = await real_pass(store_, config_, still_leader, **kwargs)
                 detail = {
                     "rescued": report.rescued,
                     "rescued_failed": report.rescued_failed,
@@ -475,8 +478,17 @@ async def run(spec: dict[str, Any]) -> None:
                     )
                     os.kill(pid, signal.SIGSTOP)
                 began, believed = time.monotonic(), dispatcher.is_leader
+                # Whether the statement carried the leader's term (its fence in SQL), and how
+                # many rows it changed: what the checker needs to judge a statement sent by a
+                # node that no longer believed it led.
+                detail: dict[str, Any] = {"fenced": kwargs.get("term") is not None}
                 try:
-                    return await real(*args, **kwargs)
+                    result = await real(*args, **kwargs)
+                    if isinstance(result, int):
+                        detail["changed"] = result
+                    else:
+                        detail["changed"] = result.retried + result.failed
+                    return result
                 finally:
                     recorder.put(
                         MAINT_SQL,
@@ -485,7 +497,7 @@ async def run(spec: dict[str, Any]) -> None:
                             "pid": pid,
                             "what": name,
                             "leading": believed,
-                            "detail": None,
+                            "detail": json.dumps(detail),
                         },
                         {"at": began, "end": time.monotonic()},
                     )

@@ -242,17 +242,40 @@ def test_peak_overlap_counts_touching_intervals_once() -> None:
     assert peak_overlap([(0, 2), (1, 3), (1.5, 1.6)])[0] == 3
 
 
-def test_only_a_pass_begun_as_leader_is_the_known_maintenance_issue() -> None:
+def test_an_unfenced_maintenance_statement_without_belief_fails_the_run() -> None:
+    """Once a known issue (a leader frozen between its trust check and the statement), now
+    fixed by fencing each statement with the term in SQL: an unfenced one must fail again."""
     data = healthy()
     data.maint.append(Maint("a", 100, "pass", 99.5, 99.7, True, {"rescued": 0}))
     data.maint.append(Maint("a", 100, "prune_jobs", 99.6, 99.61, False))
-    report = check(data)
-    assert [v.known is not None for v in report.violations] == [True]
-    assert report.failures == []
     data.maint.append(Maint("b", 101, "pass", 80.0, 80.2, False, {"rescued": 0}))
     data.maint.append(Maint("b", 101, "rescue_orphaned_jobs", 80.1, 80.11, False))
+    report = check(data)
+    assert not any(v.known for v in report.violations)
+    assert [v.message for v in report.failures] == [
+        "a issued prune_jobs at 99.600 while it did not believe it led (in a pass begun as leader)",
+        "b issued rescue_orphaned_jobs at 80.100 while it did not believe it led",
+    ]
+
+
+def test_a_fenced_statement_fails_the_run_only_if_it_changed_rows_under_another_leader() -> None:
+    """A statement fenced by its term is a no-op once the term ended, and a new term waits for
+    it: sent without belief, it may change rows only while no other node leads."""
+    data = healthy()
+    data.maint.append(Maint("b", 101, "pass", 80.0, 80.2, True, {"rescued": 0}))
+    data.maint.append(
+        Maint("b", 101, "prune_jobs", 80.1, 80.11, False, {"fenced": True, "changed": 0})
+    )
+    # a's own term, unexpired in the database after its local trust ran out: no rival.
+    data.maint.append(
+        Maint("a", 100, "prune_jobs", 50.0, 50.01, False, {"fenced": True, "changed": 3})
+    )
+    assert check(data).failures == []
+    data.maint.append(
+        Maint("b", 101, "rescue_orphaned_jobs", 81.1, 81.11, False, {"fenced": True, "changed": 2})
+    )
     assert [v.message for v in check(data).failures] == [
-        "b issued rescue_orphaned_jobs at 80.100 while it did not believe it led"
+        "b's fenced rescue_orphaned_jobs from 81.100 to 81.110 changed 2 rows while a (term T1) led"
     ]
 
 

@@ -534,10 +534,11 @@ class Dispatcher:
         assert self._stopping is not None
         interval = self.config.heartbeat_interval.total_seconds()
         while not self._stopping.is_set():
-            if self._elector.is_leader:
+            term = self._elector.term
+            if term is not None:
                 try:
                     report = await run_maintenance(
-                        self.store, self.config, lambda: self._elector.is_leader
+                        self.store, self.config, lambda: self._elector.is_leader, term=term
                     )
                     if report.rescued:
                         # Rescued jobs are due now: wake this node and, via the store, the rest.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jobyard.config import Config
 from jobyard.model import JobStatus
-from jobyard.store.base import Store
+from jobyard.store.base import LeaderTerm, Store
 
 __all__ = ["LeadershipLost", "MaintenanceReport", "run_maintenance"]
 
@@ -43,10 +43,17 @@ class LeadershipLost(Exception):
 
 
 async def run_maintenance(
-    store: Store, config: Config, still_leader: Callable[[], bool] = lambda: True
+    store: Store,
+    config: Config,
+    still_leader: Callable[[], bool] = lambda: True,
+    *,
+    term: LeaderTerm | None = None,
 ) -> MaintenanceReport:
     """One pass. `still_leader` is checked before every statement, so a leader that was frozen
-    or slowed in the middle of a pass stops as soon as its trust runs out (LeadershipLost)."""
+    or slowed in the middle of a pass stops as soon as its trust runs out (LeadershipLost).
+    Each statement is also fenced by `term` in the database: one sent by a leader that was
+    frozen between that check and the send changes nothing once the term has ended, and a new
+    term cannot begin while it runs."""
 
     def check() -> None:
         if not still_leader():
@@ -61,19 +68,22 @@ async def run_maintenance(
     overridden = list(config.job_timeouts)
     check()
     stale = await store.fail_stale_jobs(
-        now - config.job_timeout - slack, exclude_types=overridden, skip_live_owners=True
+        now - config.job_timeout - slack,
+        exclude_types=overridden,
+        skip_live_owners=True,
+        term=term,
     )
     for job_type, timeout in config.job_timeouts.items():
         check()
         stale += await store.fail_stale_jobs(
-            now - timeout - slack, job_types=[job_type], skip_live_owners=True
+            now - timeout - slack, job_types=[job_type], skip_live_owners=True, term=term
         )
     # After the stale pass: a job that overran its timeout on a node that is gone ends failed
     # with a timeout error; the other jobs of dead nodes are rescued.
     check()
-    rescue = await store.rescue_orphaned_jobs()
+    rescue = await store.rescue_orphaned_jobs(term=term)
     check()
-    dead = await store.delete_dead_nodes()
+    dead = await store.delete_dead_nodes(term=term)
     pruned = 0
     for status, keep in (
         (JobStatus.COMPLETED, config.retention_completed),
@@ -82,7 +92,7 @@ async def run_maintenance(
     ):
         for _ in range(PRUNE_BATCHES_PER_PASS):
             check()
-            deleted = await store.prune_jobs(status, now - keep, batch_size=PRUNE_BATCH)
+            deleted = await store.prune_jobs(status, now - keep, batch_size=PRUNE_BATCH, term=term)
             pruned += deleted
             if deleted < PRUNE_BATCH:
                 break

@@ -272,7 +272,11 @@ class Store(Protocol):
         """Nodes whose liveness has not expired."""
         ...
 
-    async def delete_dead_nodes(self, *, now: datetime | None = None) -> int: ...
+    async def delete_dead_nodes(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> int:
+        """Remove the rows of nodes whose registration expired."""
+        ...
 
     # -- leadership ------------------------------------------------------------------------
     async def try_acquire_leader(
@@ -348,22 +352,34 @@ class Store(Protocol):
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
         skip_live_owners: bool = False,
+        term: LeaderTerm | None = None,
         now: datetime | None = None,
     ) -> int:
         """The seed's `FailStaleJobs`: fail `processing` jobs started before `cutoff`.
 
         With `skip_live_owners`, leave jobs whose node is still alive: that node enforces their
         timeout itself and, for a sync executor it cannot interrupt, keeps the job (and its
-        slot under the type's limit) until the thread returns."""
+        slot under the type's limit) until the thread returns.
+
+        With `term`, as for every maintenance operation, the statement is fenced by that
+        leader term: it changes nothing (and returns 0) unless the term holds the lease,
+        unexpired by the database's clock, and a new election waits until it has committed."""
         ...
 
     async def prune_jobs(
-        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+        self,
+        status: JobStatus,
+        finished_before: datetime,
+        *,
+        batch_size: int = 1000,
+        term: LeaderTerm | None = None,
     ) -> int:
         """Delete at most `batch_size` jobs in `status` that finished before the cutoff."""
         ...
 
-    async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
+    async def rescue_orphaned_jobs(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> RescueResult:
         """Jobs `processing` on a node whose liveness expired: retry while attempts remain,
         else fail. A compare-and-set: a job that finished meanwhile is not touched."""
         ...

@@ -160,7 +160,13 @@ SELECT node_id, hostname, pid, job_types, concurrency, started_at, heartbeat_at,
 FROM jobyard_nodes WHERE expires_at > coalesce(%(now)s, now()) ORDER BY node_id;
 
 -- name: delete_dead_nodes
-DELETE FROM jobyard_nodes WHERE expires_at <= coalesce(%(now)s, now());
+-- Fenced like the leader's other maintenance (see fail_stale_jobs).
+DELETE FROM jobyard_nodes WHERE expires_at <= coalesce(%(now)s, now())
+  AND (%(leader)s::text IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = %(leader)s::text
+        AND l.elected_at = %(elected_at)s::timestamptz AND l.expires_at > coalesce(%(now)s, now())
+      FOR SHARE));
 
 -- name: elect_leader
 -- Take the lease only when it is free or expired; a new term starts now.
@@ -190,6 +196,11 @@ SELECT leader_id, elected_at, expires_at FROM jobyard_leader
 WHERE name = 'default' AND expires_at > coalesce(%(now)s, now());
 
 -- name: fail_stale_jobs
+-- Maintenance is the leader's, and each of its statements is fenced by the leader's term: given
+-- the leader's id and election time, it changes nothing unless that term holds the lease,
+-- unexpired by the database's clock. The fence takes a share lock on the lease row, so a new
+-- election (an update of that row) waits until the statement has committed: no maintenance
+-- statement of a term ever lands after the next term began. A NULL leader: no fence.
 -- The seed's FailStaleJobs: processing jobs started before cutoff are failed (compare-and-set
 -- on status, so a job that finished meanwhile is untouched).
 UPDATE jobyard_jobs
@@ -202,6 +213,11 @@ WHERE status = 'processing' AND started_at < %(cutoff)s
   AND (NOT %(skip_live)s OR NOT EXISTS (
       SELECT 1 FROM jobyard_nodes n
       WHERE n.node_id = jobyard_jobs.owner AND n.expires_at > coalesce(%(now)s, now())))
+  AND (%(leader)s::text IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = %(leader)s::text
+        AND l.elected_at = %(elected_at)s::timestamptz AND l.expires_at > coalesce(%(now)s, now())
+      FOR SHARE))
 RETURNING id;
 
 -- name: rescue_orphaned_jobs
@@ -217,6 +233,11 @@ SET status = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
 WHERE status = 'processing'
   AND NOT EXISTS (SELECT 1 FROM jobyard_nodes n
                   WHERE n.node_id = j.owner AND n.expires_at > coalesce(%(now)s, now()))
+  AND (%(leader)s::text IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = %(leader)s::text
+        AND l.elected_at = %(elected_at)s::timestamptz AND l.expires_at > coalesce(%(now)s, now())
+      FOR SHARE))
 RETURNING status;
 
 -- name: prune_jobs
@@ -227,7 +248,12 @@ WHERE id IN (SELECT id FROM jobyard_jobs
              WHERE status = %(status)s AND finished_at < %(before)s
              ORDER BY finished_at
              LIMIT %(batch)s
-             FOR UPDATE SKIP LOCKED);
+             FOR UPDATE SKIP LOCKED)
+  AND (%(leader)s::text IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = %(leader)s::text
+        AND l.elected_at = %(elected_at)s::timestamptz AND l.expires_at > coalesce(%(now)s, now())
+      FOR SHARE));
 
 -- name: insert_workspace
 INSERT INTO jobyard_workspaces (id, name, template, job_id)

@@ -141,6 +141,13 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
+def _fence(term: LeaderTerm | None) -> dict[str, Any]:
+    """The parameters of a maintenance statement's term fence (queries.sql); none: no fence."""
+    if term is None:
+        return {"leader": None, "elected_at": None}
+    return {"leader": term.leader_id, "elected_at": term.elected_at}
+
+
 def _inserted(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]]) -> list[Job]:
     """The jobs an insert created, from what it returned (`id, payload, run_at, created_at`; the
     rest is what was sent). The payload comes back as stored: jsonb normalizes numbers (-0.0 is
@@ -766,8 +773,10 @@ class PostgresStore(StoreBase):
             for r in rows
         ]
 
-    async def delete_dead_nodes(self, *, now: datetime | None = None) -> int:
-        return await self._rowcount(_Q["delete_dead_nodes"], {"now": now})
+    async def delete_dead_nodes(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> int:
+        return await self._rowcount(_Q["delete_dead_nodes"], {"now": now, **_fence(term)})
 
     # -- leadership ------------------------------------------------------------------------
     async def try_acquire_leader(
@@ -802,6 +811,7 @@ class PostgresStore(StoreBase):
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
         skip_live_owners: bool = False,
+        term: LeaderTerm | None = None,
         now: datetime | None = None,
     ) -> int:
         params = {
@@ -810,15 +820,30 @@ class PostgresStore(StoreBase):
             "now": now,
             "types": None if job_types is None else list(job_types),
             "exclude_types": list(exclude_types),
+            **_fence(term),
         }
         return len(await self._fetch(_Q["fail_stale_jobs"], params))
 
     async def prune_jobs(
-        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+        self,
+        status: JobStatus,
+        finished_before: datetime,
+        *,
+        batch_size: int = 1000,
+        term: LeaderTerm | None = None,
     ) -> int:
-        params = {"status": status.value, "before": finished_before, "batch": batch_size}
+        params = {
+            "status": status.value,
+            "before": finished_before,
+            "batch": batch_size,
+            "now": None,
+            **_fence(term),
+        }
         return await self._rowcount(_Q["prune_jobs"], params)
 
-    async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
-        statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], {"now": now})]
+    async def rescue_orphaned_jobs(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> RescueResult:
+        params = {"now": now, **_fence(term)}
+        statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], params)]
         return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))

@@ -101,7 +101,12 @@ DELETE FROM jobyard_nodes WHERE node_id = :node_id;
 SELECT * FROM jobyard_nodes WHERE expires_at > :now ORDER BY node_id;
 
 -- name: delete_dead_nodes
-DELETE FROM jobyard_nodes WHERE expires_at <= :now;
+-- Fenced like the leader's other maintenance (see fail_stale_jobs).
+DELETE FROM jobyard_nodes WHERE expires_at <= :now
+  AND (:leader IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = :leader
+        AND abs(l.elected_at - :elected_at) < 1e-6 AND l.expires_at > :now));
 
 -- name: elect_leader
 -- Take the lease only when it is free or expired; a new term starts at :now.
@@ -130,6 +135,10 @@ SELECT leader_id, elected_at, expires_at FROM jobyard_leader
 WHERE name = 'default' AND expires_at > :now;
 
 -- name: fail_stale_jobs
+-- Maintenance is the leader's, and each of its statements is fenced by the leader's term: given
+-- the leader's id and election time, it changes nothing unless that term holds the lease,
+-- unexpired at the statement's now. The file has one writer at a time, so the lease cannot
+-- change while the statement runs. A NULL leader: no fence.
 -- The seed's FailStaleJobs: processing jobs started before :cutoff are failed (compare-and-set
 -- on status, so a job that finished meanwhile is untouched).
 UPDATE jobyard_jobs
@@ -141,6 +150,10 @@ WHERE status = 'processing' AND started_at < :cutoff
   AND type NOT IN (SELECT value FROM json_each(:exclude_types))
   AND (NOT :skip_live OR owner IS NULL
        OR owner NOT IN (SELECT node_id FROM jobyard_nodes WHERE expires_at > :now))
+  AND (:leader IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = :leader
+        AND abs(l.elected_at - :elected_at) < 1e-6 AND l.expires_at > :now))
 RETURNING id;
 
 -- name: rescue_orphaned_jobs
@@ -156,6 +169,10 @@ SET status = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
 WHERE status = 'processing'
   AND (owner IS NULL
        OR owner NOT IN (SELECT node_id FROM jobyard_nodes WHERE expires_at > :now))
+  AND (:leader IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = :leader
+        AND abs(l.elected_at - :elected_at) < 1e-6 AND l.expires_at > :now))
 RETURNING status;
 
 -- name: prune_jobs
@@ -164,7 +181,11 @@ DELETE FROM jobyard_jobs
 WHERE id IN (SELECT id FROM jobyard_jobs
              WHERE status = :status AND finished_at < :before
              ORDER BY finished_at
-             LIMIT :batch);
+             LIMIT :batch)
+  AND (:leader IS NULL OR EXISTS (
+      SELECT 1 FROM jobyard_leader l
+      WHERE l.name = 'default' AND l.leader_id = :leader
+        AND abs(l.elected_at - :elected_at) < 1e-6 AND l.expires_at > :now));
 
 -- name: any_due
 -- A lock-free look before the claim takes the write lock: most idle wake-ups end here.

@@ -62,6 +62,13 @@ def _ts(value: datetime | None) -> float:
     return time.time() if value is None else value.timestamp()
 
 
+def _fence(term: LeaderTerm | None) -> dict[str, Any]:
+    """The parameters of a maintenance statement's term fence (queries.sql); none: no fence."""
+    if term is None:
+        return {"leader": None, "elected_at": None}
+    return {"leader": term.leader_id, "elected_at": term.elected_at.timestamp()}
+
+
 def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
@@ -623,8 +630,10 @@ class SQLiteStore(StoreBase):
 
         return await self._run(nodes)
 
-    async def delete_dead_nodes(self, *, now: datetime | None = None) -> int:
-        params = {"now": _ts(now)}
+    async def delete_dead_nodes(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> int:
+        params = {"now": _ts(now), **_fence(term)}
         return await self._run(
             lambda c: self._write(c, lambda w: w.execute(_Q["delete_dead_nodes"], params).rowcount)
         )
@@ -676,6 +685,7 @@ class SQLiteStore(StoreBase):
         job_types: Sequence[str] | None = None,
         exclude_types: Sequence[str] = (),
         skip_live_owners: bool = False,
+        term: LeaderTerm | None = None,
         now: datetime | None = None,
     ) -> int:
         params = {
@@ -684,6 +694,7 @@ class SQLiteStore(StoreBase):
             "now": _ts(now),
             "types": None if job_types is None else json.dumps(list(job_types)),
             "exclude_types": json.dumps(list(exclude_types)),
+            **_fence(term),
         }
         return await self._run(
             lambda c: self._write(
@@ -692,20 +703,31 @@ class SQLiteStore(StoreBase):
         )
 
     async def prune_jobs(
-        self, status: JobStatus, finished_before: datetime, *, batch_size: int = 1000
+        self,
+        status: JobStatus,
+        finished_before: datetime,
+        *,
+        batch_size: int = 1000,
+        term: LeaderTerm | None = None,
     ) -> int:
         params = {
             "status": status.value,
             "before": finished_before.timestamp(),
             "batch": batch_size,
+            "now": _ts(None),
+            **_fence(term),
         }
         return await self._run(
             lambda c: self._write(c, lambda w: w.execute(_Q["prune_jobs"], params).rowcount)
         )
 
-    async def rescue_orphaned_jobs(self, *, now: datetime | None = None) -> RescueResult:
+    async def rescue_orphaned_jobs(
+        self, *, term: LeaderTerm | None = None, now: datetime | None = None
+    ) -> RescueResult:
+        params = {"now": _ts(now), **_fence(term)}
+
         def rescue(conn: sqlite3.Connection) -> RescueResult:
-            statuses = [r[0] for r in conn.execute(_Q["rescue_orphaned_jobs"], {"now": _ts(now)})]
+            statuses = [r[0] for r in conn.execute(_Q["rescue_orphaned_jobs"], params)]
             return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))
 
         return await self._run(lambda c: self._write(c, rescue))
