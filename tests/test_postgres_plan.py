@@ -145,6 +145,49 @@ async def test_fast_transitions_relax_only_the_claim_connections_commits(pg_url:
             await store.close()
 
 
+async def test_a_burst_of_enqueues_is_covered_by_a_trailing_notify_that_skips_the_disk(
+    pg_url: str,
+) -> None:
+    """The first enqueue of a window notifies inline; the rest are covered by one trailing
+    NOTIFY on the `notify` connection, which commits without waiting for a WAL flush (a
+    notification carries nothing durable), while enqueues stay synchronous."""
+    from jobyard import open_store
+    from jobyard.store.base import CHANNEL_JOBS, NewJob
+    from jobyard.store.postgres.store import PostgresStore
+
+    producer = open_store(pg_url, notify_window=1.0)
+    listening = open_store(pg_url)
+    assert isinstance(producer, PostgresStore)
+    assert isinstance(listening, PostgresStore)
+    ready, covered = asyncio.Event(), asyncio.Event()
+    seen: list[set[str]] = []
+
+    def on_event(channel: str, payload: str) -> None:
+        if channel == "":
+            ready.set()
+        elif channel == CHANNEL_JOBS:
+            seen.append(set(payload.split(",")))
+            if set().union(*seen) >= {"a", "b", "c"}:
+                covered.set()
+
+    watcher = asyncio.create_task(listening.watch(on_event))
+    try:
+        async with asyncio.timeout(10):
+            await ready.wait()
+            for job_type in ("a", "b", "c"):
+                await producer.enqueue_jobs([NewJob(type=job_type, payload_json="{}")])
+            await covered.wait()
+        assert seen == [{"a"}, {"b", "c"}]  # one inline, then one trailing for the rest
+        assert producer._notifier is not None
+        assert await producer._notifier._fetch("SHOW synchronous_commit") == [("off",)]
+        assert await producer._fetch("SHOW synchronous_commit") == [("on",)]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await producer.close()
+        await listening.close()
+
+
 async def test_a_claim_that_waited_for_the_type_lock_counts_what_was_claimed_meanwhile(
     pg_url: str,
 ) -> None:
