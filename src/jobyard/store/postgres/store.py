@@ -291,11 +291,6 @@ class PostgresStore(StoreBase):
             notify=self._notify_enabled,
             fast_transitions=self._fast,
         )
-        if role == "notify":
-            # A NOTIFY of its own is a transaction with a commit record, so with synchronous
-            # commit it would wait for a WAL flush (and hold up the enqueues' flushes) like a
-            # write. It carries nothing durable, and it is delivered at commit either way.
-            twin._settings.append("SET synchronous_commit = off")
         if claim:
             twin._settings.append("SET plan_cache_mode = force_generic_plan")
             twin._pool_kwargs["prepare_threshold"] = 0  # prepared, so planned, once
