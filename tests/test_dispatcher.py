@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from jobyard import (
     Queue,
     WorkspaceInitExecutor,
 )
-from jobyard.store.base import Store
+from jobyard.store.base import Outcome, Store
 
 FAST = {
     "job_poll_interval": 0.05,
@@ -533,3 +535,62 @@ async def test_a_job_owned_here_but_not_running_is_handed_back_and_run(
     final = await store.get_job(job.id)
     assert final is not None
     assert (final.status, final.attempt) == (JobStatus.COMPLETED, 1)  # the hand-back was free
+
+
+async def test_a_run_taken_away_then_claimed_again_here_does_not_record_its_outcome(
+    store: Store, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync executor's thread cannot be stopped. When its job is taken away (the leader
+    failed it, out of attempts, as if this node were dead), retried, and claimed again by this
+    same node, the new claim carries the old one's fencing token (id, attempt 1, node). The old
+    thread's outcome must still be dropped, or the job would end while its new run goes on."""
+    caplog.set_level(logging.WARNING, logger="jobyard")
+    dispatcher = Dispatcher(Config(**FAST), store, queue)
+    started = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    runs = itertools.count()
+    ended: list[Outcome] = []
+
+    def execute(job: Job) -> None:  # sync: runs in a thread
+        k = next(runs)
+        started[k].set()
+        release[k].wait(30)
+
+    dispatcher.register_executor("t", execute)
+    dispatcher.on_job_end = lambda job, outcome, seconds: ended.append(outcome)
+
+    async def dropped() -> bool:
+        return any("outcome dropped" in r.getMessage() for r in caplog.records)
+
+    async def state_of(job_id: int) -> Job:
+        job = await store.get_job(job_id)
+        assert job is not None
+        return job
+
+    try:
+        async with running(dispatcher):
+            job = await queue.enqueue("t", {}, max_attempts=1)
+            assert await asyncio.to_thread(started[0].wait, 10)
+            rescue = await store.rescue_orphaned_jobs(now=datetime.now(UTC) + timedelta(hours=1))
+            assert (rescue.retried, rescue.failed) == (0, 1)
+            assert await store.retry_job(job.id) is not None
+            assert await asyncio.to_thread(started[1].wait, 10)  # claimed here again
+            again = await state_of(job.id)
+            assert (again.status, again.attempt, again.owner) == (
+                JobStatus.PROCESSING,
+                1,
+                dispatcher.node_id,
+            )
+            release[0].set()  # the old thread ends now, with the same token as the new run
+            await wait_until(dropped)
+            assert (await state_of(job.id)).status is JobStatus.PROCESSING
+            release[1].set()
+
+            async def completed() -> bool:
+                return (await state_of(job.id)).status is JobStatus.COMPLETED
+
+            await wait_until(completed)
+    finally:
+        for event in release:
+            event.set()
+    assert ended == [Outcome.COMPLETED]  # the new run's; the old one's was dropped

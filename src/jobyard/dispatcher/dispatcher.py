@@ -319,6 +319,18 @@ class Dispatcher:
             self._launch(job)
 
     def _launch(self, job: Job) -> None:
+        older = self._running.get(job.id)
+        if older is not None and not older.task.done():
+            # The database gave this job to this node again while an older run of it is still
+            # here (a sync executor's thread, taken away and then retried): that run lost its
+            # claim, and its outcome must not be recorded, even under the same fencing token.
+            log.warning(
+                "job %d was claimed again while its attempt %d still runs on node %s",
+                job.id,
+                older.job.attempt,
+                self.node_id,
+            )
+            self._cancel(older, "lost")
         timeout = self.config.timeout_for(job.type).total_seconds()
         ctx = JobContext(job=job, node_id=self.node_id, deadline=time.monotonic() + timeout)
         task = asyncio.create_task(self._execute(job, ctx, timeout), name=f"jobyard-job-{job.id}")
@@ -333,6 +345,20 @@ class Dispatcher:
         def forget() -> None:
             if self._running.get(job.id) is me:
                 del self._running[job.id]
+
+        def lost() -> bool:
+            """Taken away while it ran (a sync executor's thread outlives its cancellation):
+            the outcome is not this node's to record. Logged, then dropped."""
+            if me is None or me.reason != "lost":
+                return False
+            forget()
+            log.warning(
+                "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
+                job.id,
+                job.attempt,
+                self.node_id,
+            )
+            return True
 
         self._observe_start(job)
         runner = self._runners[job.type]
@@ -364,6 +390,8 @@ class Dispatcher:
                 raise
             return
         except Snooze as snooze:
+            if lost():
+                return
             if not scope.expired():
                 forget()
                 self._completer.submit(self._result(job, Outcome.RELEASED, delay=snooze.seconds))
@@ -376,6 +404,8 @@ class Dispatcher:
         except Exception as exc:
             if not scope.expired():
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if lost():
+            return
         if scope.expired():
             # Cancelled at the deadline, whether the executor let the cancellation through
             # (TimeoutError), swallowed it, or (a sync one) finished late in its thread.
