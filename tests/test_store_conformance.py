@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -559,3 +560,40 @@ async def test_complete_and_claim_leaves_a_job_it_hands_back_to_the_next_call(
     applied, later = await store.complete_and_claim([], claim("n1"))
     assert applied == set()
     assert [(j.id, j.attempt) for j in later] == [(job.id, 1)]  # the hand-back used no attempt
+
+
+async def test_sqlite_listings_read_beside_the_writer(sqlite_url: str) -> None:
+    """SQLite: listings and counts have a read-only connection and thread of their own, so one
+    that takes long (a count over millions of retained jobs) never holds up claims and results.
+    Here a read is held open on the reader thread while the store claims and completes."""
+    import threading
+
+    from jobyard.store.sqlite.store import SQLiteStore
+
+    store = open_store(sqlite_url)
+    assert isinstance(store, SQLiteStore)
+    try:
+        await store.enqueue_jobs([new(), new()])
+        inside, gate = threading.Event(), threading.Event()
+
+        def held(conn: sqlite3.Connection) -> Any:
+            inside.set()
+            gate.wait(10)
+            return conn.execute("SELECT count(*) FROM jobyard_jobs").fetchone()
+
+        reading = asyncio.create_task(store._read(held))
+        try:
+            assert await asyncio.to_thread(inside.wait, 10)
+            async with asyncio.timeout(5):
+                (job,) = await store.claim_jobs(claim("n1", max_jobs=1))
+                assert await store.complete_job(done(job))
+            assert not reading.done()  # the read is still open: the writes went past it
+        finally:
+            gate.set()
+        assert await reading == (2,)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store._read(lambda c: c.execute("DELETE FROM jobyard_jobs"))
+        counted = {(c.status, c.count) for c in await store.count_jobs()}
+        assert counted == {(JobStatus.COMPLETED, 1), (JobStatus.PENDING, 1)}
+    finally:
+        await store.close()

@@ -1,7 +1,9 @@
 """The SQLite store: jobyard's embedded default.
 
 One connection per store, used only from one dedicated thread, so the event loop never blocks
-on disk and SQLite never sees two threads on a connection. Every write is one `BEGIN IMMEDIATE`
+on disk and SQLite never sees two threads on a connection. Listings and counts (the dashboard's,
+the API's) read on a second, read-only connection and thread of their own, so a count over
+millions of retained jobs never holds up a claim. Every write is one `BEGIN IMMEDIATE`
 transaction: SQLite's single writer lock then serializes it against every other process that
 shares the file, which is what makes the per-type limits and the leader lease hold across
 processes. WAL lets readers go on while one process writes.
@@ -170,6 +172,10 @@ class SQLiteStore(StoreBase):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobyard-sqlite")
         self._thread_id: int | None = None
         self._conn: sqlite3.Connection | None = None
+        # Listings and counts: their own read-only connection on their own thread, opened on
+        # first use (never for an in-memory database, which a second connection cannot see).
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="jobyard-sqlite-read")
+        self._read_conn: sqlite3.Connection | None = None
         self._migrated = False
         self._closed = False
 
@@ -198,6 +204,32 @@ class SQLiteStore(StoreBase):
             if self._auto_migrate:
                 self._migrate(conn)
         return self._conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only `fn` on the reader thread: WAL lets it read the last commit while the
+        store thread writes, so long listings never delay claims and results."""
+        if self.path == ":memory:":
+            return await self._run(fn)
+        if self._conn is None or (self._auto_migrate and not self._migrated):
+            await self._run(lambda _: None)  # the file and its schema first, by the store thread
+        future = self._reader.submit(lambda: fn(self._reading()))
+        return await asyncio.wrap_future(future)
+
+    def _reading(self) -> sqlite3.Connection:
+        """The read-only connection; runs only on the reader thread."""
+        if self._read_conn is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA query_only = ON")
+            self._read_conn = conn
+        return self._read_conn
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the store thread and wait: the sync surface."""
@@ -281,11 +313,15 @@ class SQLiteStore(StoreBase):
 
     async def close(self) -> None:
         if not self._closed:
+            await asyncio.wrap_future(self._reader.submit(self._close_reader))
+            self._reader.shutdown(wait=True)
             await asyncio.wrap_future(self._executor.submit(self._close))
             self._executor.shutdown(wait=True)
 
     def close_sync(self) -> None:
         if not self._closed:
+            self._reader.submit(self._close_reader).result()
+            self._reader.shutdown(wait=True)
             self._executor.submit(self._close).result()
             self._executor.shutdown(wait=True)
 
@@ -457,12 +493,12 @@ class SQLiteStore(StoreBase):
             "before_id": flt.before_id,
             "limit": flt.limit,
         }
-        return await self._run(
+        return await self._read(
             lambda c: [_job(r) for r in c.execute(_Q["list_jobs"], params).fetchall()]
         )
 
     async def count_jobs(self) -> list[TypeCount]:
-        rows = await self._run(lambda c: c.execute(_Q["count_jobs"]).fetchall())
+        rows = await self._read(lambda c: c.execute(_Q["count_jobs"]).fetchall())
         return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
 
     async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
@@ -527,7 +563,7 @@ class SQLiteStore(StoreBase):
         return None if row is None else _session(row)
 
     async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]:
-        rows = await self._run(
+        rows = await self._read(
             lambda c: c.execute(_Q["list_workspaces"], {"limit": limit}).fetchall()
         )
         return [_workspace(r) for r in rows]
@@ -536,7 +572,7 @@ class SQLiteStore(StoreBase):
         self, *, workspace_id: str | None = None, limit: int = 50
     ) -> list[Session]:
         params = {"workspace_id": workspace_id, "limit": limit}
-        rows = await self._run(lambda c: c.execute(_Q["list_sessions"], params).fetchall())
+        rows = await self._read(lambda c: c.execute(_Q["list_sessions"], params).fetchall())
         return [_session(r) for r in rows]
 
     async def _set_status(
@@ -578,7 +614,7 @@ class SQLiteStore(StoreBase):
         return None if row is None else _session(row)
 
     async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = await self._run(
+        rows = await self._read(
             lambda c: c.execute(_Q["finished_per_minute"], {"since": since.timestamp()}).fetchall()
         )
         return [(_dt(minute), count) for minute, count in rows]
