@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "systems"))
+from _common import paced  # S3's own pacing, shared with the adapters
+
 QUERIES = Path(__file__).resolve().parent.parent / "src/jobyard/store/postgres/queries.sql"
 CHANNEL = "jobyard_jobs"  # jobyard's enqueue channel (jobyard.store.base.CHANNEL_JOBS)
 OWNER = "floor-worker"
@@ -188,16 +191,12 @@ async def produce_psycopg(queries: dict[str, str], dsn: str, n: int, rate: float
     import psycopg
 
     sql = with_notify(queries["insert_job"])
-    sent: list[float] = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        t0 = time.monotonic()
-        for i in range(n):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent.append(time.time())
+
+        async def send(i: int) -> None:
             await (await conn.execute(sql, job_values(i, notify=True), prepare=True)).fetchall()
-    return sent
+
+        return await paced(n, rate, send)
 
 
 async def produce_asyncpg(queries: dict[str, str], dsn: str, n: int, rate: float) -> list[float]:
@@ -205,19 +204,15 @@ async def produce_asyncpg(queries: dict[str, str], dsn: str, n: int, rate: float
 
     sql, names = positional(with_notify(queries["insert_job"]))
     conn = await asyncpg.connect(dsn)
-    sent: list[float] = []
     try:
         statement = await conn.prepare(sql)
-        t0 = time.monotonic()
-        for i in range(n):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent.append(time.time())
+
+        async def send(i: int) -> None:
             await statement.fetch(*(job_values(i, notify=True)[k] for k in names))
+
+        return await paced(n, rate, send)
     finally:
         await conn.close()
-    return sent
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:

@@ -739,6 +739,24 @@ def insert_job_pgbench(src: Path) -> str:
     )
 
 
+def floor_probe(
+    python: Path, driver: str, path: str, dsn: str, queries: Path, *extra: str
+) -> dict[str, Any]:
+    """Run bench/floor.py once with `python` and return the JSON line it printed."""
+    if not python.exists():
+        raise BenchError(f"{python} is missing (make bench builds it)")
+    args = [
+        str(python), str(FLOOR_SCRIPT), "--driver", driver, "--path", path, "--dsn", dsn,
+        "--queries", str(queries), *extra,
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise BenchError(f"floor {path} {driver} failed: {proc.stderr.strip()[-300:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
 def run_floor(ctx: Context) -> dict[str, Any]:
     """S2's floor: the same one-row insert and commit per call with no job system around it:
     pgbench (no Python at all), and bench/floor.py on bare psycopg (jobyard's driver) and bare
@@ -751,6 +769,7 @@ def run_floor(ctx: Context) -> dict[str, Any]:
         raise BenchError("pgbench is not installed")
     script = PGBENCH_DIR / "insert.sql"
     script.write_text(insert_job_pgbench(ctx.jobyard_src), encoding="utf-8")
+    queries = ctx.jobyard_src / "jobyard" / "store" / "postgres" / "queries.sql"
     pythons = {"psycopg": SYSTEMS["jobyard"].python, "asyncpg": SYSTEMS["pgqueuer"].python}
     results: dict[str, list[float]] = {probe: [] for probe in FLOOR_PROBES}
     for run in range(1, ctx.sizes.runs + 1):
@@ -771,22 +790,13 @@ def run_floor(ctx: Context) -> dict[str, Any]:
                         raise BenchError(f"pgbench insert failed: {proc.stderr.strip()[-300:]}")
                     rate = float(match.group(1))
                 else:
-                    if not pythons[probe].exists():
-                        raise BenchError(f"{pythons[probe]} is missing (make bench builds it)")
-                    args = [
-                        str(pythons[probe]), str(FLOOR_SCRIPT), "--driver", probe,
-                        "--dsn", target.dsn, "--n", str(ctx.sizes.single_n),
-                        "--queries",
-                        str(ctx.jobyard_src / "jobyard" / "store" / "postgres" / "queries.sql"),
-                    ]  # fmt: skip
-                    proc = subprocess.run(args, capture_output=True, text=True, check=False)
-                    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                    if proc.returncode != 0 or not lines:
-                        raise BenchError(f"floor {probe} failed: {proc.stderr.strip()[-300:]}")
-                    rate = float(json.loads(lines[-1])["jobs_per_s"])
+                    printed = floor_probe(
+                        pythons[probe], probe, "insert", target.dsn, queries,
+                        "--n", str(ctx.sizes.single_n),
+                    )  # fmt: skip
+                    rate = float(printed["jobs_per_s"])
             results[probe].append(rate)
             log(f"  floor {probe} run {run}: {rate:.0f} inserts/s")
-    queries = ctx.jobyard_src / "jobyard" / "store" / "postgres" / "queries.sql"
     latency: dict[str, list[dict[str, float]]] = {driver: [] for driver in LATENCY_PROBES}
     for run in range(1, ctx.sizes.runs + 1):
         k = (run - 1) % len(LATENCY_PROBES)
@@ -794,19 +804,11 @@ def run_floor(ctx: Context) -> dict[str, Any]:
             with ctx.target(system, f"jobyard_floor_latency_{driver}_{run}") as target:
                 call(ctx, system, "setup", dsn=target.dsn)
                 target.maintain()
-                args = [
-                    str(pythons[driver]), str(FLOOR_SCRIPT), "--driver", driver, "--path",
-                    "latency", "--dsn", target.dsn, "--n", str(ctx.sizes.latency_n),
-                    "--rate", str(ctx.sizes.latency_rate), "--queries", str(queries),
-                ]  # fmt: skip
-                timeout = ctx.sizes.latency_n / ctx.sizes.latency_rate + 180
-                proc = subprocess.run(
-                    args, capture_output=True, text=True, check=False, timeout=timeout
-                )
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode != 0 or not lines:
-                    raise BenchError(f"latency floor {driver} failed: {proc.stderr.strip()[-300:]}")
-            latency[driver].append(json.loads(lines[-1]))
+                printed = floor_probe(
+                    pythons[driver], driver, "latency", target.dsn, queries,
+                    "--n", str(ctx.sizes.latency_n), "--rate", str(ctx.sizes.latency_rate),
+                )  # fmt: skip
+            latency[driver].append(printed)
             log(f"  latency floor {driver} run {run}: p50 {latency[driver][-1]['p50_ms']:.2f} ms")
     return {
         "probes": {
