@@ -215,14 +215,17 @@ def test_cancel_and_retry_change_the_state(store_url: str) -> None:
 
     assert ok(cli(store_url, "jobs", "cancel", job_id)).stdout.strip() == f"job {job_id} cancelled"
     assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "cancelled"
-    again = ok(cli(store_url, "jobs", "cancel", job_id))  # idempotent, and says so
-    assert again.stdout.strip() == f"job {job_id} was already cancelled"
+    # A second cancel changes nothing, and says so with exit 1.
+    assert error_line(cli(store_url, "jobs", "cancel", job_id), 1) == (
+        f"error: job {job_id} is already cancelled"
+    )
 
     retried = as_json(cli(store_url, "jobs", "retry", job_id, "--json"))
     assert (retried["status"], retried["attempt"]) == ("pending", 0)
     assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "pending"
-    again = ok(cli(store_url, "jobs", "retry", job_id))
-    assert again.stdout.strip() == f"job {job_id} is already pending"
+    again = cli(store_url, "jobs", "retry", job_id)
+    assert error_line(again, 1) == f"error: job {job_id} is already pending"
+    assert again.stdout == ""
 
 
 def test_failed_job_cannot_be_cancelled_but_can_be_retried(sqlite_url: str) -> None:

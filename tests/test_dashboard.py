@@ -285,6 +285,23 @@ async def test_actions_on_jobs_in_the_wrong_state_or_missing_say_so(h: Harness) 
             assert missing.status_code == 404, (action, job_id)
 
 
+async def test_of_concurrent_retry_clicks_one_requeues_and_the_rest_say_already_pending(
+    h: Harness,
+) -> None:
+    h.rt.queue.declare("unserved")
+    job = await h.rt.queue.enqueue("unserved", None)
+    assert await h.rt.admin.cancel(job.id)
+    responses = await asyncio.gather(
+        *(h.client.post(f"/ui/jobs/{job.id}/retry") for _ in range(50))
+    )
+    codes = [r.status_code for r in responses]
+    assert codes.count(303) == 1
+    assert codes.count(409) == 49
+    refused = next(r for r in responses if r.status_code == 409)
+    assert f"job {job.id} is already pending" in refused.text
+    assert 'id="notice"' in refused.text
+
+
 @sqlite_only
 async def test_forms_posted_from_another_site_are_refused(h: Harness) -> None:
     later = await h.rt.queue.enqueue("boom", None, run_at=timedelta(hours=1))

@@ -173,10 +173,11 @@ async def test_racing_claims_from_separate_connections_never_exceed_the_limit(
 
 async def test_claim_skips_cancelled_jobs(store: Store) -> None:
     job = await store.enqueue_job(new())
-    cancelled = await store.cancel_job(job.id)
-    assert cancelled is not None
-    assert cancelled.status is JobStatus.CANCELLED
-    assert cancelled.finished_at is not None
+    update = await store.cancel_job(job.id)
+    assert update is not None
+    assert update.changed
+    assert update.job.status is JobStatus.CANCELLED
+    assert update.job.finished_at is not None
     assert await store.claim_jobs(claim("n1")) == []
 
 
@@ -261,8 +262,18 @@ async def test_only_pending_jobs_can_be_cancelled(store: Store) -> None:
     (running,) = await store.claim_jobs(claim("n1"))
     unchanged = await store.cancel_job(running.id)
     assert unchanged is not None
-    assert unchanged.status is JobStatus.PROCESSING
+    assert not unchanged.changed
+    assert unchanged.job.status is JobStatus.PROCESSING
     assert await store.cancel_job(999_999) is None
+
+
+async def test_a_second_cancel_reports_no_change(store: Store) -> None:
+    job = await store.enqueue_job(new())
+    first, second = await store.cancel_job(job.id), await store.cancel_job(job.id)
+    assert first is not None
+    assert second is not None
+    assert (first.changed, second.changed) == (True, False)
+    assert second.job.status is JobStatus.CANCELLED
 
 
 async def test_retry_job_restarts_a_failed_job_with_fresh_attempts(store: Store) -> None:
@@ -271,10 +282,16 @@ async def test_retry_job_restarts_a_failed_job_with_fresh_attempts(store: Store)
     await store.complete_job(done(job, Outcome.FAILED, error="bad"))
     retried = await store.retry_job(job.id)
     assert retried is not None
-    assert (retried.status, retried.attempt, retried.owner) == (JobStatus.PENDING, 0, None)
+    assert retried.changed
+    assert (retried.job.status, retried.job.attempt, retried.job.owner) == (
+        JobStatus.PENDING,
+        0,
+        None,
+    )
     pending_again = await store.retry_job(job.id)  # not failed any more: unchanged
     assert pending_again is not None
-    assert pending_again.status is JobStatus.PENDING
+    assert not pending_again.changed
+    assert pending_again.job.status is JobStatus.PENDING
 
 
 async def test_list_jobs_filters_and_pages_newest_first(store: Store) -> None:

@@ -39,6 +39,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobyard import __version__
+from jobyard.admin import JobAction, JobAdmin
 from jobyard.config import DEFAULT_DATABASE_URL, Config
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import (
@@ -956,29 +957,10 @@ def jobs_show(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = F
 def jobs_retry(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Put a failed or cancelled job back to pending, with a fresh set of attempts.
 
-    Retrying a pending job succeeds and changes nothing; a running or completed job is an
-    error.
+    Exits 1 when this call did not change the job: it was already pending, or running or
+    completed.
     """
-    job, already = _run(_retry(_config(ctx), job_id))
-    if as_json:
-        _echo_json(job)
-    elif already:
-        typer.echo(f"job {job.id} is already pending")
-    else:
-        typer.echo(f"job {job.id} is pending again")
-
-
-async def _retry(config: Config, job_id: int) -> tuple[Job, bool]:
-    async with _opened_store(config) as store:
-        before = await store.get_job(job_id)
-        job = await store.retry_job(job_id)
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist")
-        if job.status is not JobStatus.PENDING:
-            raise CliError(
-                f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried"
-            )
-        return job, before is not None and before.status is JobStatus.PENDING
+    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.retry_job)), as_json)
 
 
 @jobs_app.command("cancel")
@@ -986,27 +968,27 @@ async def _retry(config: Config, job_id: int) -> tuple[Job, bool]:
 def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Cancel a pending job. A job already running is not interrupted.
 
-    Cancelling a cancelled job succeeds (so scripts can repeat it); any other state is an
-    error.
+    Exits 1 when this call did not change the job: it was already cancelled, or no longer
+    pending.
     """
-    job, already = _run(_cancel(_config(ctx), job_id))
-    if as_json:
-        _echo_json(job)
-    elif already:
-        typer.echo(f"job {job.id} was already cancelled")
-    else:
-        typer.echo(f"job {job.id} cancelled")
+    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.cancel_job)), as_json)
 
 
-async def _cancel(config: Config, job_id: int) -> tuple[Job, bool]:
+async def _job_action(
+    config: Config, job_id: int, act: Callable[[JobAdmin, int], Awaitable[JobAction]]
+) -> JobAction:
     async with _opened_store(config) as store:
-        before = await store.get_job(job_id)
-        job = await store.cancel_job(job_id)
-    if job is None:
-        raise JobNotFound(f"job {job_id} does not exist")
-    if job.status is not JobStatus.CANCELLED:
-        raise CliError(f"job {job_id} is {job.status.value}; only pending jobs can be cancelled")
-    return job, before is not None and before.status is JobStatus.CANCELLED
+        return await act(JobAdmin(store), job_id)
+
+
+def _acted(action: JobAction, as_json: bool) -> None:
+    """Print what the action did; an action that changed nothing is an error (exit 1)."""
+    if not action.changed:
+        raise CliError(action.message)
+    if as_json:
+        _echo_json(action.job)
+    else:
+        typer.echo(action.message)
 
 
 # -- commands: cluster status ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobyard.admin import JobAdmin
 from jobyard.config import Config
 from jobyard.dispatcher.dispatcher import Dispatcher
 from jobyard.dispatcher.limits import Limits
@@ -32,6 +33,7 @@ class Runtime:
     dispatcher: Dispatcher
     workspaces: WorkspaceService
     sessions: SessionService
+    admin: JobAdmin
 
     async def close(self) -> None:
         await self.store.close()
@@ -47,4 +49,5 @@ def build_runtime(config: Config, *, limits: Limits | None = None) -> Runtime:
     sessions = SessionService(store, queue, config.data_dir)
     dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(workspaces))
     dispatcher.register_executor(JOB_TYPE_SESSION_INIT, SessionInitExecutor(sessions))
-    return Runtime(config, store, queue, limits, dispatcher, workspaces, sessions)
+    admin = JobAdmin(store, limits=limits, on_requeue=queue.notify_enqueued)
+    return Runtime(config, store, queue, limits, dispatcher, workspaces, sessions, admin)

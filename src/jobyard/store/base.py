@@ -33,6 +33,7 @@ __all__ = [
     "HeartbeatResult",
     "JobFilter",
     "JobResult",
+    "JobUpdate",
     "LeaderTerm",
     "NewJob",
     "NodeInfo",
@@ -107,6 +108,15 @@ class JobFilter:
     type: str | None = None
     limit: int = 100
     before_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobUpdate:
+    """An operator's compare-and-set on one job: the job as it now is, and whether this very
+    call changed it. Of many concurrent calls on one job, exactly one sees `changed`."""
+
+    job: Job
+    changed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,15 +258,14 @@ class Store(Protocol):
 
     async def count_jobs(self) -> list[TypeCount]: ...
 
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        """Cancel a pending job. Returns the job as it now is, or None when it does not exist.
-
-        A job that is not pending is returned unchanged.
-        """
+    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
+        """Cancel a pending job. None when the job does not exist; otherwise the job as it now
+        is, and whether this call cancelled it (a job that is not pending is left alone)."""
         ...
 
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        """Put a failed or cancelled job back to pending with a fresh set of attempts."""
+    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
+        """Put a failed or cancelled job back to pending with a fresh set of attempts. None
+        when the job does not exist; otherwise the job and whether this call requeued it."""
         ...
 
     # -- nodes -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from jobyard.store.base import (
     HeartbeatResult,
     JobFilter,
     JobResult,
+    JobUpdate,
     LeaderTerm,
     NewJob,
     NodeInfo,
@@ -619,20 +620,21 @@ class PostgresStore(StoreBase):
         rows = await self._fetch(_Q["count_jobs"])
         return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
 
-    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
+    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> JobUpdate | None:
         rows = await self._fetch(query, {"id": job_id, "now": now})
         if rows:
-            return _job(rows[0])
-        return await self.get_job(job_id)
+            return JobUpdate(_job(rows[0]), changed=True)
+        job = await self.get_job(job_id)
+        return None if job is None else JobUpdate(job, changed=False)
 
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
         return await self._update_one(_Q["cancel_job"], job_id, now)
 
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        job = await self._update_one(_Q["retry_job"], job_id, now)
-        if job is not None and job.status is JobStatus.PENDING and self._notify_enabled:
-            await self._send_notify(job.type)  # like an enqueue: wake the nodes that serve it
-        return job
+    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
+        update = await self._update_one(_Q["retry_job"], job_id, now)
+        if update is not None and update.changed and self._notify_enabled:
+            await self._send_notify(update.job.type)  # like an enqueue: wake who serves it
+        return update
 
     # -- workspaces and sessions -------------------------------------------------------------
     async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:

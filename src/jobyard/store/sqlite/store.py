@@ -41,6 +41,7 @@ from jobyard.store.base import (
     HeartbeatResult,
     JobFilter,
     JobResult,
+    JobUpdate,
     LeaderTerm,
     NewJob,
     NodeInfo,
@@ -501,19 +502,20 @@ class SQLiteStore(StoreBase):
         rows = await self._read(lambda c: c.execute(_Q["count_jobs"]).fetchall())
         return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
 
-    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
-        def update(conn: sqlite3.Connection) -> Job | None:
+    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> JobUpdate | None:
+        def update(conn: sqlite3.Connection) -> JobUpdate | None:
             row = conn.execute(query, {"id": job_id, "now": _ts(now)}).fetchone()
-            if row is None:
-                row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
-            return None if row is None else _job(row)
+            if row is not None:
+                return JobUpdate(_job(row), changed=True)
+            row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
+            return None if row is None else JobUpdate(_job(row), changed=False)
 
         return await self._run(lambda c: self._write(c, update))
 
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
         return await self._update_one(_Q["cancel_job"], job_id, now)
 
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
+    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
         return await self._update_one(_Q["retry_job"], job_id, now)
 
     # -- workspaces and sessions -------------------------------------------------------------
