@@ -8,6 +8,7 @@ failed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,9 +23,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import jobyard.api.server
+from jobyard import Queue, open_store
 from jobyard.api.settings import ServerSettings
 from jobyard.cli import app
 from jobyard.config import Config
+from jobyard.services.entities import EntityStatus, NewWorkspace
+from jobyard.store.base import ClaimParams, JobResult, Outcome
 
 T = TypeVar("T")
 
@@ -497,3 +501,53 @@ def test_worker_process_runs_jobs_and_drains_on_sigterm(
     assert "received SIGTERM" in log
     assert "Traceback" not in log
     assert as_json(cli(store_url, "status", "--json"))["nodes"] == []  # removed on drain
+
+
+# -- terminal safety -----------------------------------------------------------------------------
+HOSTILE_TEXT = "evil\x1b[31m\nred\x07\x9b2J\u202egnp.exe"
+
+
+def _plant(url: str) -> tuple[str, int]:
+    """A workspace with a hostile template and a job with a hostile error, written straight
+    into the store (as an older version, or another program, could have)."""
+
+    async def plant() -> tuple[str, int]:
+        store = open_store(url)
+        try:
+            queue = Queue(store)
+            (job,) = queue.build_jobs("workspace_init", [{"workspaceId": "ws_x"}])
+            workspace, _ = await store.create_workspace(
+                NewWorkspace(id="ws_0123456789abcdef", name="plain", template=HOSTILE_TEXT), job
+            )
+            await store.set_workspace_status(
+                workspace.id, EntityStatus.FAILED, expect=[EntityStatus.PENDING], error=HOSTILE_TEXT
+            )
+            (claimed,) = await store.claim_jobs(ClaimParams("n1", ["workspace_init"], 1))
+            await store.complete_job(
+                JobResult(claimed.id, claimed.attempt, "n1", Outcome.FAILED, error=HOSTILE_TEXT)
+            )
+            return workspace.id, claimed.id
+        finally:
+            await store.close()
+
+    return asyncio.run(plant())
+
+
+def test_control_characters_in_stored_text_never_reach_the_terminal_raw(sqlite_url: str) -> None:
+    workspace_id, job_id = _plant(sqlite_url)
+    outputs = [
+        ok(cli(sqlite_url, "workspaces", "show", workspace_id)).stdout,
+        ok(cli(sqlite_url, "jobs", "show", str(job_id))).stdout,
+        ok(cli(sqlite_url, "jobs", "list")).stdout,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out
+        assert "\x07" not in out
+        assert "\x9b" not in out
+        assert "\u202e" not in out
+        assert "\\x1b[31m" in out
+    # The table keeps one line per field: the newline is shown, not obeyed.
+    shown = outputs[0]
+    assert "\\n" in shown
+    (template_line,) = [line for line in shown.splitlines() if "template" in line]
+    assert "evil\\x1b[31m\\nred" in template_line

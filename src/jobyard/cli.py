@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -102,6 +103,22 @@ class CliError(Exception):
         self.code = code
 
 
+# Characters that would move the cursor, recolour the terminal or reorder the text if printed
+# raw: the C0 and C1 controls, DEL, and Unicode's bidirectional marks and overrides.
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """`text` with every control character shown as its escape (`\\x1b`, `\\n`), so a stored
+    name or error can neither break a table nor send the terminal a command."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _text(text: str) -> str:
+    """Stored text for rich output: control characters escaped, then rich's markup."""
+    return escape(_printable(text))
+
+
 def _one_line(text: str) -> str:
     """Collapse a message (psycopg's span several lines) so every error is one line."""
     return " ".join(text.split()) or "unknown error"
@@ -153,7 +170,7 @@ def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("JOBYARD_DEBUG"):
                 raise
             message, code = _describe(exc)
-            typer.echo(f"error: {_one_line(message)}", err=True)
+            typer.echo(f"error: {_printable(_one_line(message))}", err=True)
             raise typer.Exit(code) from None
 
     return wrapper
@@ -322,7 +339,7 @@ class _ConsoleLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _one_line(record.getMessage())
-            self.console.print(f"worker: {escape(message)}", style="dim")
+            self.console.print(f"worker: {_text(message)}", style="dim")
         except Exception:
             self.handleError(record)
 
@@ -414,7 +431,7 @@ def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
     text = _one_line(text)
-    return escape(text if len(text) <= width else text[: width - 1] + "…")
+    return _text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _jobs_table(jobs: list[Job]) -> Table:
@@ -429,7 +446,7 @@ def _jobs_table(jobs: list[Job]) -> Table:
     for job in jobs:
         table.add_row(
             str(job.id),
-            escape(job.type),
+            _text(job.type),
             _styled(job.status),
             f"{job.attempt}/{job.max_attempts}",
             str(job.priority),
@@ -451,24 +468,24 @@ def _record_table(title: str, rows: list[tuple[str, str]]) -> Table:
 def _job_rows(job: Job) -> list[tuple[str, str]]:
     return [
         ("id", str(job.id)),
-        ("type", escape(job.type)),
+        ("type", _text(job.type)),
         ("status", _styled(job.status)),
         ("attempt", f"{job.attempt} of {job.max_attempts}"),
         ("priority", str(job.priority)),
-        ("payload", escape(json.dumps(job.payload, ensure_ascii=False))),
+        ("payload", _text(json.dumps(job.payload, ensure_ascii=False))),
         ("run at", _when(job.run_at)),
         ("created", _when(job.created_at)),
         ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)),
-        ("owner", escape(job.owner or "-")),
-        ("error", escape(job.error or "-")),
+        ("owner", _text(job.owner or "-")),
+        ("error", _text(job.error or "-")),
     ]
 
 
 def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
     rows = [("id", entity.id)]
     if isinstance(entity, Workspace):
-        rows += [("name", escape(entity.name)), ("template", escape(entity.template or "-"))]
+        rows += [("name", _text(entity.name)), ("template", _text(entity.template or "-"))]
     else:
         rows.append(("workspace", entity.workspace_id))
     rows += [
@@ -476,7 +493,7 @@ def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
         ("job", str(entity.job_id) if entity.job_id is not None else "-"),
         ("created", _when(entity.created_at)),
         ("updated", _when(entity.updated_at)),
-        ("error", escape(entity.error or "-")),
+        ("error", _text(entity.error or "-")),
     ]
     return rows
 
@@ -493,14 +510,14 @@ def _progress(console: Console, first: str) -> Iterator[Callable[[str], None]]:
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task(escape(first), total=None)
-            yield lambda text: progress.update(task, description=escape(text))
+            task = progress.add_task(_text(first), total=None)
+            yield lambda text: progress.update(task, description=_text(text))
         return
     last: list[str] = []
 
     def show(text: str) -> None:
         if not last or last[-1] != text:
-            console.print(escape(text), style="dim")
+            console.print(_text(text), style="dim")
             last.append(text)
 
     show(first)
@@ -1009,7 +1026,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         out.print("leader: [yellow]none[/] (no node holds the lease)")
     else:
         out.print(
-            f"leader: [bold]{escape(st.leader.leader_id)}[/], term since "
+            f"leader: [bold]{_text(st.leader.leader_id)}[/], term since "
             f"{_when(st.leader.elected_at)}, lease until {_when(st.leader.expires_at)}"
         )
     if st.nodes:
@@ -1018,10 +1035,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             nodes.add_column(column)
         for n in st.nodes:
             nodes.add_row(
-                escape(n.node_id),
-                escape(n.hostname),
+                _text(n.node_id),
+                _text(n.hostname),
                 str(n.pid),
-                escape(", ".join(n.job_types)),
+                _text(", ".join(n.job_types)),
                 str(n.concurrency),
                 _when(n.heartbeat_at),
             )
@@ -1037,7 +1054,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for t in st.types:
         served = "yes" if t.served else ("[red]no[/]" if t.pending else "no")
         types.add_row(
-            escape(t.type),
+            _text(t.type),
             *(str(t.counts.get(s, 0)) for s in JobStatus),
             str(t.limit) if t.limit is not None else "-",
             served,
@@ -1045,7 +1062,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     out.print(types)
     if st.unserved:
         out.print(
-            f"[yellow]pending jobs of {', '.join(st.unserved)} wait: no live node serves them[/]"
+            f"[yellow]pending jobs of {_text(', '.join(st.unserved))} wait: no live node "
+            "serves them[/]"
         )
 
 
@@ -1108,7 +1126,9 @@ async def _create_workspace(
                 entity=lambda: store.get_workspace(workspace.id),
                 node=node,
             )
-        console.print(f"{label} ready in {workspace_dir(config.data_dir, workspace.id)}")
+        console.print(
+            f"{label} ready in {_text(str(workspace_dir(config.data_dir, workspace.id)))}"
+        )
         return (await store.get_workspace(workspace.id)) or workspace, await _latest_job(store, job)
 
 
@@ -1157,7 +1177,7 @@ async def _create_session(
                 node=node,
             )
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
-        console.print(f"{label} ready in {folder}")
+        console.print(f"{label} ready in {_text(str(folder))}")
         return (await store.get_session(session.id)) or session, await _latest_job(store, job)
 
 
