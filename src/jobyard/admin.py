@@ -16,7 +16,8 @@ from typing import Final
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import Job, JobNotFound, JobStatus
 from jobyard.status import ClusterStatus, cluster_status
-from jobyard.store.base import JobFilter, JobUpdate, Store, TypeCount
+from jobyard.store.ports import AdminStore
+from jobyard.store.records import JobFilter, JobUpdate, TypeCount
 
 __all__ = ["JobAction", "JobAdmin"]
 
@@ -43,7 +44,7 @@ class JobAdmin:
 
     def __init__(
         self,
-        store: Store,
+        store: AdminStore,
         *,
         limits: Limits | None = None,
         on_requeue: Callable[[], None] | None = None,

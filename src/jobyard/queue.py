@@ -30,7 +30,8 @@ from jobyard.jobs.types import (
     WorkspaceInitPayload,
 )
 from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
-from jobyard.store.base import NewJob, Store
+from jobyard.store.ports import QueueStore
+from jobyard.store.records import NewJob
 
 __all__ = ["JOB_TYPE_PATTERN", "MAX_ATTEMPTS", "JobTypeSpec", "Queue"]
 
@@ -57,7 +58,7 @@ class Queue:
 
     def __init__(
         self,
-        store: Store,
+        store: QueueStore,
         *,
         config: Config | None = None,
         max_payload_bytes: int | None = None,
