@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -32,15 +32,10 @@ from jobyard.store.base import (
     CHANNEL_LEADER,
     ClaimParams,
     HeartbeatResult,
-    JobFilter,
     JobResult,
-    JobUpdate,
-    LeaderTerm,
     NewJob,
     NodeInfo,
-    RescueResult,
     StoreBase,
-    TypeCount,
 )
 from jobyard.store.sql import load_queries, migration_files
 
@@ -123,32 +118,6 @@ class _NotifyLimiter:
         self._task = asyncio.get_running_loop().create_task(self._send(types))
 
 
-def _job(row: Sequence[Any]) -> Job:
-    """A `SELECT *` / `RETURNING *` row of jobyard_jobs, in column order."""
-    return Job(
-        id=row[0],
-        type=row[1],
-        payload=row[2],
-        status=JobStatus(row[3]),
-        priority=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        run_at=row[7],
-        created_at=row[8],
-        started_at=row[9],
-        finished_at=row[10],
-        error=row[11],
-        owner=row[12],
-    )
-
-
-def _fence(term: LeaderTerm | None) -> dict[str, Any]:
-    """The parameters of a maintenance statement's term fence (queries.sql); none: no fence."""
-    if term is None:
-        return {"leader": None, "elected_at": None}
-    return {"leader": term.leader_id, "elected_at": term.elected_at}
-
-
 def _inserted(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]]) -> list[Job]:
     """The jobs an insert created, from what it returned (`id, payload, run_at, created_at`; the
     rest is what was sent). The payload comes back as stored: jsonb normalizes numbers (-0.0 is
@@ -203,10 +172,6 @@ def _session(row: Sequence[Any]) -> Session:
         created_at=row[5],
         updated_at=row[6],
     )
-
-
-def _term(row: Sequence[Any]) -> LeaderTerm:
-    return LeaderTerm(leader_id=row[0], elected_at=row[1], expires_at=row[2])
 
 
 class PostgresStore(StoreBase):
@@ -334,12 +299,42 @@ class PostgresStore(StoreBase):
                 return []
             return await cursor.fetchall()
 
-    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+    async def _rowcount(self, query: str, params: Mapping[str, Any]) -> int:
         if not self._opened:
             await self._open()
         async with self._pool.connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
+
+    # -- what StoreBase builds on ------------------------------------------------------------
+    _queries = _Q
+
+    async def _rows(
+        self, name: str, params: Mapping[str, Any], *, write: bool = False, listing: bool = False
+    ) -> list[Any]:
+        return await self._fetch(_Q[name], params)
+
+    async def _count(self, name: str, params: Mapping[str, Any]) -> int:
+        return await self._rowcount(_Q[name], params)
+
+    def _time(self, value: datetime | None) -> datetime | None:
+        return value  # None: the statement's coalesce(..., now()) reads the server's clock
+
+    def _list(self, values: Sequence[str]) -> list[str]:
+        return list(values)
+
+    def _moment(self, value: datetime) -> datetime:
+        return value
+
+    def _payload(self, value: Any) -> Any:
+        return value  # jsonb, decoded by psycopg
+
+    def _types(self, value: list[str]) -> tuple[str, ...]:
+        return tuple(value)
+
+    async def _requeued(self, job: Job) -> None:
+        if self._notify_enabled:
+            await self._send_notify(job.type)  # like an enqueue: wake the nodes that serve it
 
     # -- schema ----------------------------------------------------------------------------
     async def migrate(self) -> int:
@@ -570,10 +565,10 @@ class PostgresStore(StoreBase):
             rows = await cursor.fetchall()
         if lean:
             applied: set[int] = set()
-            jobs = [_job(r) for r in rows]
+            jobs = [self._job(r) for r in rows]
         else:
             applied = set(rows[0][0]) if rows else set()
-            jobs = [_job(r[1:]) for r in rows if r[1] is not None]
+            jobs = [self._job(r[1:]) for r in rows if r[1] is not None]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return applied, jobs
 
@@ -601,40 +596,6 @@ class PostgresStore(StoreBase):
             results, ClaimParams(node_id="", job_types=(), max_jobs=0, now=now)
         )
         return applied
-
-    async def get_job(self, job_id: int) -> Job | None:
-        rows = await self._fetch(_Q["get_job"], {"id": job_id})
-        return _job(rows[0]) if rows else None
-
-    async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]:
-        flt = flt or JobFilter()
-        params = {
-            "status": None if flt.status is None else flt.status.value,
-            "type": flt.type,
-            "before_id": flt.before_id,
-            "limit": flt.limit,
-        }
-        return [_job(r) for r in await self._fetch(_Q["list_jobs"], params)]
-
-    async def count_jobs(self) -> list[TypeCount]:
-        rows = await self._fetch(_Q["count_jobs"])
-        return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
-
-    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> JobUpdate | None:
-        rows = await self._fetch(query, {"id": job_id, "now": now})
-        if rows:
-            return JobUpdate(_job(rows[0]), changed=True)
-        job = await self.get_job(job_id)
-        return None if job is None else JobUpdate(job, changed=False)
-
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
-        return await self._update_one(_Q["cancel_job"], job_id, now)
-
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> JobUpdate | None:
-        update = await self._update_one(_Q["retry_job"], job_id, now)
-        if update is not None and update.changed and self._notify_enabled:
-            await self._send_notify(update.job.type)  # like an enqueue: wake who serves it
-        return update
 
     # -- workspaces and sessions -------------------------------------------------------------
     async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
@@ -728,10 +689,6 @@ class PostgresStore(StoreBase):
         row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
         return None if row is None else _session(row)
 
-    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = await self._fetch(_Q["finished_per_minute"], {"since": since})
-        return [(minute, count) for minute, count in rows]
-
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(
         self, node: NodeInfo, lease: timedelta, *, now: datetime | None = None
@@ -755,97 +712,3 @@ class PostgresStore(StoreBase):
         return HeartbeatResult(
             existed=bool(row and row[0]), owned=frozenset((i, a) for i, a in owned)
         )
-
-    async def remove_node(self, node_id: str) -> None:
-        await self._rowcount(_Q["remove_node"], {"node_id": node_id})
-
-    async def list_nodes(self, *, now: datetime | None = None) -> list[NodeInfo]:
-        rows = await self._fetch(_Q["list_nodes"], {"now": now})
-        return [
-            NodeInfo(
-                node_id=r[0],
-                hostname=r[1],
-                pid=r[2],
-                job_types=tuple(r[3]),
-                concurrency=r[4],
-                started_at=r[5],
-                heartbeat_at=r[6],
-                expires_at=r[7],
-            )
-            for r in rows
-        ]
-
-    async def delete_dead_nodes(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> int:
-        return await self._rowcount(_Q["delete_dead_nodes"], {"now": now, **_fence(term)})
-
-    # -- leadership ------------------------------------------------------------------------
-    async def try_acquire_leader(
-        self,
-        node_id: str,
-        lease: timedelta,
-        *,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> LeaderTerm | None:
-        params: dict[str, Any] = {"node_id": node_id, "now": now, "lease": lease.total_seconds()}
-        if term is None:
-            rows = await self._fetch(_Q["elect_leader"], params)
-        else:
-            params["elected_at"] = term.elected_at
-            rows = await self._fetch(_Q["renew_leader"], params)
-        return _term(rows[0]) if rows else None
-
-    async def resign_leader(self, term: LeaderTerm) -> bool:
-        params = {"node_id": term.leader_id, "elected_at": term.elected_at}
-        return await self._rowcount(_Q["resign_leader"], params) == 1
-
-    async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None:
-        rows = await self._fetch(_Q["get_leader"], {"now": now})
-        return _term(rows[0]) if rows else None
-
-    # -- maintenance -----------------------------------------------------------------------
-    async def fail_stale_jobs(
-        self,
-        cutoff: datetime,
-        *,
-        job_types: Sequence[str] | None = None,
-        exclude_types: Sequence[str] = (),
-        skip_live_owners: bool = False,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> int:
-        params = {
-            "skip_live": skip_live_owners,
-            "cutoff": cutoff,
-            "now": now,
-            "types": None if job_types is None else list(job_types),
-            "exclude_types": list(exclude_types),
-            **_fence(term),
-        }
-        return len(await self._fetch(_Q["fail_stale_jobs"], params))
-
-    async def prune_jobs(
-        self,
-        status: JobStatus,
-        finished_before: datetime,
-        *,
-        batch_size: int = 1000,
-        term: LeaderTerm | None = None,
-    ) -> int:
-        params = {
-            "status": status.value,
-            "before": finished_before,
-            "batch": batch_size,
-            "now": None,
-            **_fence(term),
-        }
-        return await self._rowcount(_Q["prune_jobs"], params)
-
-    async def rescue_orphaned_jobs(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> RescueResult:
-        params = {"now": now, **_fence(term)}
-        statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], params)]
-        return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))
