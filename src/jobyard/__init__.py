@@ -25,6 +25,7 @@ from jobyard.model import (
     PermanentError,
     Snooze,
     StoreError,
+    StoreUnavailable,
     UnknownJobType,
 )
 from jobyard.node import run_node
@@ -58,6 +59,7 @@ __all__ = [
     "Snooze",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "UnknownJobType",
     "WorkspaceInitExecutor",
     "WorkspaceInitPayload",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from jobyard.model import Job, JobStatus, NotFound, StoreError
+from jobyard.model import Job, JobStatus, NotFound, StoreError, StoreUnavailable
 from jobyard.services.entities import (
     EntityStatus,
     NewSession,
@@ -37,6 +37,7 @@ from jobyard.store.base import (
     NodeInfo,
     StoreBase,
 )
+from jobyard.store.errors import translate_errors
 from jobyard.store.sql import load_queries, migration_files
 
 try:
@@ -174,6 +175,16 @@ def _session(row: Sequence[Any]) -> Session:
     )
 
 
+def _translate(exc: BaseException) -> StoreError:
+    """A psycopg error as jobyard's: connection problems (refused, lost, pool timeout, server
+    shutting down) may pass on a retry; anything else is the database refusing the request."""
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(f"PostgreSQL is unavailable: {message}")
+    return StoreError(f"PostgreSQL refused the operation: {message}")
+
+
+@translate_errors((psycopg.Error,), _translate)
 class PostgresStore(StoreBase):
     """A `Store` on PostgreSQL (psycopg 3)."""
 
@@ -189,8 +200,10 @@ class PostgresStore(StoreBase):
         notify: bool = True,
         notify_window: float = 0.005,
         fast_transitions: bool = False,
+        open_timeout: float = 30.0,
     ) -> None:
         self.url = url
+        self._open_timeout = open_timeout
         self._node_name = node_name
         self._role = role
         self._auto_migrate = auto_migrate
@@ -256,6 +269,7 @@ class PostgresStore(StoreBase):
             auto_migrate=False,
             notify=self._notify_enabled,
             fast_transitions=self._fast,
+            open_timeout=self._open_timeout,
         )
         if claim:
             twin._settings.append("SET plan_cache_mode = force_generic_plan")
@@ -280,9 +294,9 @@ class PostgresStore(StoreBase):
             if self._parent is not None:
                 await self._parent._open()  # the schema is the main store's business
             try:
-                await self._pool.open(wait=True, timeout=30)
+                await self._pool.open(wait=True, timeout=self._open_timeout)
             except Exception as exc:
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
             if self._auto_migrate and not self._migrated:
                 await asyncio.to_thread(self._migrate_sync)
             self._opened = True

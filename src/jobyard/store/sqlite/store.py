@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from jobyard.model import Job, NotFound, StoreError
+from jobyard.model import Job, NotFound, StoreError, StoreUnavailable
 from jobyard.services.entities import (
     EntityStatus,
     NewSession,
@@ -44,6 +44,7 @@ from jobyard.store.base import (
     NodeInfo,
     StoreBase,
 )
+from jobyard.store.errors import translate_errors
 from jobyard.store.sql import load_queries, migration_files
 
 __all__ = ["SQLiteStore"]
@@ -111,6 +112,20 @@ def _split_statements(script: str) -> list[str]:
     return statements
 
 
+# Operational errors that say the file is busy or unreachable, not that the request was wrong.
+_UNAVAILABLE: Final = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def _translate(exc: BaseException) -> StoreError:
+    """A sqlite3 error as jobyard's: busy or unreachable files may work on a retry."""
+    message = f"{type(exc).__name__}: {exc}"
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(w in text for w in _UNAVAILABLE):
+        return StoreUnavailable(f"the SQLite database is unavailable: {message}")
+    return StoreError(f"the SQLite database refused the operation: {message}")
+
+
+@translate_errors((sqlite3.Error,), _translate)
 class SQLiteStore(StoreBase):
     """A `Store` on one SQLite file. Several processes may share the file."""
 
