@@ -517,7 +517,9 @@ async def test_migrate_is_idempotent_and_refuses_a_newer_schema(store_url: str) 
         await store.close()
     if store_url.startswith("sqlite"):
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-        conn.execute("INSERT INTO jobyard_migrations VALUES (999, 'future', 0)")
+        conn.execute(
+            "INSERT INTO jobyard_migrations (version, name, applied_at) VALUES (999, 'future', 0)"
+        )
         conn.commit()
         conn.close()
     else:
@@ -614,3 +616,61 @@ async def test_sqlite_listings_read_beside_the_writer(sqlite_url: str) -> None:
         assert counted == {(JobStatus.COMPLETED, 1), (JobStatus.PENDING, 1)}
     finally:
         await store.close()
+
+
+def _execute(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement straight on the database, outside the store."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(url, autocommit=True) as pconn:
+        cursor = pconn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def test_an_application_line_migrates_beside_the_engine_and_on_its_own(
+    store_url: str,
+) -> None:
+    store = open_store(store_url)
+    try:
+        engine = await store.migrate()
+        assert await store.migrate_line("demo", "tests.demo_line") == 2
+        assert await store.migrate_line("demo", "tests.demo_line") == 2
+        assert await store.migrate() == engine
+    finally:
+        await store.close()
+    _execute(store_url, "INSERT INTO demo_notes (id, note, extra) VALUES (1, 'kept', 'x')")
+    lines = _execute(store_url, "SELECT line, max(version) FROM jobyard_migrations GROUP BY line")
+    assert dict(lines) == {"jobyard": engine, "demo": 2}
+
+
+async def test_bookkeeping_of_a_single_line_version_is_upgraded_in_place(store_url: str) -> None:
+    """A database whose migrations table predates lines (one row per version, no `line`
+    column) keeps its versions and gains lines, with nothing lost."""
+    store = open_store(store_url)
+    try:
+        engine = await store.migrate()
+        job = await store.enqueue_job(new())
+    finally:
+        await store.close()
+    _execute(store_url, "DROP TABLE jobyard_migrations")
+    _execute(
+        store_url,
+        "CREATE TABLE jobyard_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT)",
+    )
+    for version in range(1, engine + 1):
+        _execute(store_url, f"INSERT INTO jobyard_migrations VALUES ({version}, 'old', 'then')")
+    again = open_store(store_url)
+    try:
+        assert await again.migrate() == engine
+        assert await again.migrate_line("demo", "tests.demo_line") == 2
+        assert await again.get_job(job.id) == job
+    finally:
+        await again.close()
+    rows = _execute(store_url, "SELECT line, version FROM jobyard_migrations ORDER BY 1, 2")
+    expected = [("demo", 1), ("demo", 2)] + [("jobyard", v) for v in range(1, engine + 1)]
+    assert [tuple(r) for r in rows] == expected

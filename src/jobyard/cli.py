@@ -290,7 +290,7 @@ def _naming_the_database(url: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if _is_database_error(exc):
+        if isinstance(exc, StoreError) or _is_database_error(exc):
             raise CliError(f"database error on {_redact(url)}: {exc}") from exc
         if isinstance(exc, OSError) and url.startswith("sqlite://"):
             raise CliError(f"cannot use {url}: {exc}") from exc

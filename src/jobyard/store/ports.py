@@ -38,6 +38,7 @@ from jobyard.store.records import (
 )
 
 __all__ = [
+    "ENGINE_LINE",
     "AdminStore",
     "DispatchStore",
     "LeaderStore",
@@ -46,6 +47,10 @@ __all__ = [
     "SchemaStore",
     "Store",
 ]
+
+
+# The engine's migration line; an application with tables of its own has a line of its own.
+ENGINE_LINE = "jobyard"
 
 
 class SchemaStore(Protocol):
@@ -57,7 +62,14 @@ class SchemaStore(Protocol):
         ...
 
     async def migrate(self) -> int:
-        """Create or upgrade the schema; returns the schema version. Safe to run concurrently."""
+        """Create or upgrade jobyard's own tables (the engine's migration line); returns its
+        version. Safe to run concurrently, from many processes."""
+        ...
+
+    async def migrate_line(self, line: str, package: str) -> int:
+        """Apply the missing migrations of another migration line: the `NNNN_name.sql` files
+        of `package`, for an application that keeps its own tables beside jobyard's. Each line
+        is versioned on its own; returns the line's version. Safe to run concurrently."""
         ...
 
     async def close(self) -> None: ...

@@ -38,6 +38,7 @@ from jobyard.store.base import (
     StoreBase,
 )
 from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
 
 try:
@@ -63,6 +64,21 @@ for _name in ("insert_jobs", "insert_job"):
         + f"(SELECT pg_notify('{CHANNEL_JOBS}', %(notify)s)) AS sent"
     )
 _MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
+# The migrations table: one row per (line, version). A table from a version with a single
+# migration line gets its `line` column (its rows are the engine's) and the wider key.
+_BOOKKEEPING: Final = (
+    "CREATE TABLE IF NOT EXISTS jobyard_migrations (line text NOT NULL DEFAULT 'jobyard',"
+    " version integer NOT NULL, name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (line, version))",
+    "ALTER TABLE jobyard_migrations ADD COLUMN IF NOT EXISTS line text NOT NULL DEFAULT 'jobyard'",
+    """DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'jobyard_migrations'::regclass
+                   AND indisprimary AND indnatts = 1) THEN
+            ALTER TABLE jobyard_migrations DROP CONSTRAINT jobyard_migrations_pkey;
+            ALTER TABLE jobyard_migrations ADD PRIMARY KEY (line, version);
+        END IF;
+    END $$""",
+)
 # Session advisory lock held while migrating, so concurrent starts apply each migration once.
 _MIGRATION_LOCK: Final = 0x6A6F627961726400  # "jobyard\0"
 
@@ -178,10 +194,10 @@ def _session(row: Sequence[Any]) -> Session:
 def _translate(exc: BaseException) -> StoreError:
     """A psycopg error as jobyard's: connection problems (refused, lost, pool timeout, server
     shutting down) may pass on a retry; anything else is the database refusing the request."""
-    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, psycopg.OperationalError):
-        return StoreUnavailable(f"PostgreSQL is unavailable: {message}")
-    return StoreError(f"PostgreSQL refused the operation: {message}")
+        return StoreUnavailable(f"PostgreSQL: {message}")
+    return StoreError(f"PostgreSQL: {message}")
 
 
 @translate_errors((psycopg.Error,), _translate)
@@ -355,37 +371,50 @@ class PostgresStore(StoreBase):
         # Migrations are rare and short: one sync implementation serves both surfaces.
         return await asyncio.to_thread(self._migrate_sync)
 
+    async def migrate_line(self, line: str, package: str) -> int:
+        if self._auto_migrate and not self._migrated:
+            await asyncio.to_thread(self._migrate_sync)  # the engine's own line first
+        return await asyncio.to_thread(self._migrate_line, line, package)
+
     def _migrate_sync(self) -> int:
-        """Apply missing migrations under a session advisory lock; returns the version."""
-        known = migration_files(_MIGRATIONS_PACKAGE)
         if self._migrated:
-            return len(known)
+            return len(migration_files(_MIGRATIONS_PACKAGE))
+        version = self._migrate_line(ENGINE_LINE, _MIGRATIONS_PACKAGE)
+        self._migrated = True
+        return version
+
+    def _migrate_line(self, line: str, package: str) -> int:
+        """Apply one line's missing migrations under a session advisory lock, each in its own
+        transaction; returns the line's version."""
+        known = migration_files(package)
         with psycopg.connect(
             self.url, autocommit=True, application_name=self.application_name("migrate")
         ) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS jobyard_migrations (version integer PRIMARY KEY,"
-                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                with conn.transaction():
+                    for statement in _BOOKKEEPING:
+                        conn.execute(statement)
+                row = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM jobyard_migrations WHERE line = %s",
+                    (line,),
                 )
-                row = conn.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
                 (version,) = row.fetchone() or (0,)
                 if version > len(known):
                     raise StoreError(
-                        f"the database schema is version {version}, newer than this jobyard "
-                        f"knows ({len(known)}); upgrade jobyard"
+                        f"the database's {line} schema is version {version}, newer than this "
+                        f"jobyard knows ({len(known)}); upgrade jobyard"
                     )
                 for number, name, script in known[version:]:
                     with conn.transaction():
                         conn.execute(script.encode())
                         conn.execute(
-                            "INSERT INTO jobyard_migrations (version, name) VALUES (%s, %s)",
-                            (number, name),
+                            "INSERT INTO jobyard_migrations (line, version, name)"
+                            " VALUES (%s, %s, %s)",
+                            (line, number, name),
                         )
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-        self._migrated = True
         return len(known)
 
     async def close(self) -> None:

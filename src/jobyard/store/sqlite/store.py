@@ -45,6 +45,7 @@ from jobyard.store.base import (
     StoreBase,
 )
 from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
 
 __all__ = ["SQLiteStore"]
@@ -95,6 +96,57 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
+
+
+def _line_version(conn: sqlite3.Connection, line: str) -> int:
+    if not _has_table(conn, "jobyard_migrations"):
+        return 0
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobyard_migrations)")}
+    if "line" not in columns:  # the bookkeeping of a version that had a single line
+        return (
+            int(
+                conn.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations").fetchone()[
+                    0
+                ]
+            )
+            if line == ENGINE_LINE
+            else 0
+        )
+    (version,) = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM jobyard_migrations WHERE line = ?", (line,)
+    ).fetchone()
+    return int(version)
+
+
+def _bookkeeping(conn: sqlite3.Connection) -> None:
+    """Create the migrations table, or bring one from a version with a single migration line
+    to one row per (line, version); inside the caller's write transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS jobyard_migrations (line TEXT NOT NULL DEFAULT 'jobyard',"
+        " version INTEGER NOT NULL, name TEXT NOT NULL, applied_at REAL NOT NULL,"
+        " PRIMARY KEY (line, version))"
+    )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobyard_migrations)")}
+    if "line" in columns:
+        return
+    conn.execute(
+        "CREATE TABLE jobyard_migrations_lines (line TEXT NOT NULL DEFAULT 'jobyard',"
+        " version INTEGER NOT NULL, name TEXT NOT NULL, applied_at REAL NOT NULL,"
+        " PRIMARY KEY (line, version))"
+    )
+    conn.execute(
+        "INSERT INTO jobyard_migrations_lines (line, version, name, applied_at)"
+        " SELECT 'jobyard', version, name, applied_at FROM jobyard_migrations"
+    )
+    conn.execute("DROP TABLE jobyard_migrations")
+    conn.execute("ALTER TABLE jobyard_migrations_lines RENAME TO jobyard_migrations")
+
+
 def _split_statements(script: str) -> list[str]:
     """Split a migration into statements, so they can run inside our own transaction
     (`executescript` would commit first)."""
@@ -118,11 +170,10 @@ _UNAVAILABLE: Final = ("locked", "busy", "unable to open", "disk i/o")
 
 def _translate(exc: BaseException) -> StoreError:
     """A sqlite3 error as jobyard's: busy or unreachable files may work on a retry."""
-    message = f"{type(exc).__name__}: {exc}"
-    text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and any(w in text for w in _UNAVAILABLE):
-        return StoreUnavailable(f"the SQLite database is unavailable: {message}")
-    return StoreError(f"the SQLite database refused the operation: {message}")
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
+        return StoreUnavailable(f"SQLite: {text}")
+    return StoreError(f"SQLite: {text}")
 
 
 @translate_errors((sqlite3.Error,), _translate)
@@ -282,47 +333,45 @@ class SQLiteStore(StoreBase):
 
     # -- schema ----------------------------------------------------------------------------
     def _migrate(self, conn: sqlite3.Connection) -> int:
+        version = self._migrate_line(conn, ENGINE_LINE, _MIGRATIONS_PACKAGE)
+        self._migrated = True
+        return version
+
+    def _migrate_line(self, conn: sqlite3.Connection, line: str, package: str) -> int:
+        """Apply the missing migrations of one line, all in one write transaction."""
+        known = migration_files(package)
+        # A lock-free look first: an up-to-date schema needs no write lock, so opening a store
+        # never waits behind another connection's open write transaction.
+        if _has_table(conn, "jobyard_migrations") and _line_version(conn, line) == len(known):
+            return len(known)
+
         def apply(c: sqlite3.Connection) -> int:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS jobyard_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            current = c.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
-            (version,) = current.fetchone()
-            known = migration_files(_MIGRATIONS_PACKAGE)
+            _bookkeeping(c)
+            version = _line_version(c, line)
             if version > len(known):
                 raise StoreError(
-                    f"the database schema is version {version}, newer than this jobyard "
-                    f"knows ({len(known)}); upgrade jobyard"
+                    f"the database's {line} schema is version {version}, newer than this "
+                    f"jobyard knows ({len(known)}); upgrade jobyard"
                 )
             for number, name, script in known[version:]:
                 for statement in _split_statements(script):
                     c.execute(statement)
                 c.execute(
-                    "INSERT INTO jobyard_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (number, name, time.time()),
+                    "INSERT INTO jobyard_migrations (line, version, name, applied_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (line, number, name, time.time()),
                 )
             return len(known)
 
-        # A lock-free look first: an up-to-date schema needs no write lock, so opening a store
-        # never waits behind another connection's open write transaction.
-        known = len(migration_files(_MIGRATIONS_PACKAGE))
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobyard_migrations'"
-        ).fetchone()
-        if has_table:
-            (current,) = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM jobyard_migrations"
-            ).fetchone()
-            if current == known:
-                self._migrated = True
-                return known
-        result = self._write(conn, apply)
-        self._migrated = True
-        return result
+        return self._write(conn, apply)
 
     async def migrate(self) -> int:
         return await self._run(self._migrate)
+
+    async def migrate_line(self, line: str, package: str) -> int:
+        if not self._migrated and self._auto_migrate:
+            await self._run(lambda _: None)  # the engine's own line first
+        return await self._run(lambda c: self._migrate_line(c, line, package))
 
     async def close(self) -> None:
         if not self._closed:
