@@ -8,6 +8,7 @@ copy or clone anything else on the machine.
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path, PurePosixPath
 
 from jobyard.model import PayloadError
@@ -24,9 +25,13 @@ def session_dir(data_dir: Path, workspace_id: str, session_id: str) -> Path:
 
 
 def check_template_name(template: str) -> str:
-    """Refuse a template name that could point outside the templates folder."""
-    if not template or len(template) > 255 or "\x00" in template:
+    """Refuse a template name that could point outside the templates folder, or that would
+    garble the logs and errors it appears in (control characters such as newlines or escape
+    sequences)."""
+    if not template or len(template) > 255:
         raise PayloadError("template must be 1 to 255 characters")
+    if any(unicodedata.category(char) == "Cc" for char in template):
+        raise PayloadError(f"template {template!r} must not contain control characters")
     pure = PurePosixPath(template.replace("\\", "/"))
     if pure.is_absolute() or template.startswith(("/", "\\")) or ":" in template:
         raise PayloadError(f"template {template!r} must be a path inside the templates folder")
