@@ -10,18 +10,38 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path, PurePosixPath
+from typing import Final
 
 from jobyard.model import PayloadError
 
-__all__ = ["resolve_template", "session_dir", "workspace_dir"]
+__all__ = [
+    "METADATA",
+    "RECORDS",
+    "resolve_template",
+    "session_dir",
+    "session_parts",
+    "workspace_dir",
+]
+
+# The service's own folder in every workspace, for its metadata and sessions. The build creates
+# it; one that comes from a template is refused, so it never holds anything jobyard did not put
+# there when the workspace was built.
+RECORDS: Final = ".jobyard"
+# The workspace's metadata file, from the workspace's root.
+METADATA: Final = (RECORDS, "workspace.json")
 
 
 def workspace_dir(data_dir: Path, workspace_id: str) -> Path:
     return data_dir / "workspaces" / workspace_id
 
 
+def session_parts(session_id: str) -> tuple[str, ...]:
+    """The folders from a workspace's root down to a session's own."""
+    return (RECORDS, "sessions", session_id)
+
+
 def session_dir(data_dir: Path, workspace_id: str, session_id: str) -> Path:
-    return workspace_dir(data_dir, workspace_id) / ".jobyard" / "sessions" / session_id
+    return workspace_dir(data_dir, workspace_id).joinpath(*session_parts(session_id))
 
 
 def check_template_name(template: str) -> str:

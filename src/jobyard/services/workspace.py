@@ -7,12 +7,18 @@ metadata. The status moves `pending → initializing → ready`, or `failed` wit
 It is idempotent: the workspace is built in a private temporary folder and moved into place in
 one rename, so a second run (at-least-once delivery) finds it complete and does nothing, and a
 run cut short leaves no half-built workspace behind.
+
+The metadata goes into `.jobyard`, a folder the build creates itself after the template's files
+are in place. A template that brings its own `.jobyard` (a folder, a file or a link) is refused:
+jobyard would otherwise write its records wherever that entry leads. The write follows no link
+(see `confined`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import subprocess
@@ -24,15 +30,22 @@ from jobyard.dispatcher.executor import in_thread
 from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
+from jobyard.services import confined
 from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
-from jobyard.services.paths import check_template_name, resolve_template, workspace_dir
+from jobyard.services.paths import (
+    METADATA,
+    RECORDS,
+    check_template_name,
+    resolve_template,
+    workspace_dir,
+)
+from jobyard.services.templates import TemplateRefused
 from jobyard.store.base import Store
 
 __all__ = ["WorkspaceService"]
 
 log = logging.getLogger("jobyard.services.workspace")
 
-METADATA = Path(".jobyard") / "workspace.json"
 GIT_TIMEOUT = 300.0
 _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
 
@@ -67,7 +80,7 @@ class WorkspaceService:
         if workspace is None:
             raise PermanentError(f"workspace {workspace_id!r} does not exist")
         target = workspace_dir(self.data_dir, workspace.id)
-        if workspace.status is EntityStatus.READY and (target / METADATA).is_file():
+        if workspace.status is EntityStatus.READY and confined.holds_file(target, METADATA):
             return
         await self.store.set_workspace_status(
             workspace.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
@@ -83,30 +96,47 @@ class WorkspaceService:
         await self.store.set_workspace_status(workspace.id, EntityStatus.READY, expect=_REENTRANT)
 
     def _materialize(self, workspace: Workspace, target: Path) -> None:
-        if (target / METADATA).is_file():
+        if confined.holds_file(target, METADATA):
             return  # built by an earlier run
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.parent / f".staging-{workspace.id}-{secrets.token_hex(4)}"
         try:
             source = self._fill(workspace, staging)
-            meta = {
-                "id": workspace.id,
-                "name": workspace.name,
-                "template": workspace.template,
-                "source": source,
-                "initialized_at": datetime.now(UTC).isoformat(),
-            }
-            (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
-            (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            self._write_metadata(workspace, staging, source)
             try:
                 staging.rename(target)
             except OSError:
-                if not (target / METADATA).is_file():
+                if not confined.holds_file(target, METADATA):
                     raise
                 # Another run of the same job finished first: its workspace stands.
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _write_metadata(workspace: Workspace, staging: Path, source: str) -> None:
+        """Create `.jobyard` and write the metadata in it; refuse a template's own `.jobyard`.
+
+        `mkdir` fails on any existing entry, a link included, so the folder written into is
+        always the one created here."""
+        meta = {
+            "id": workspace.id,
+            "name": workspace.name,
+            "template": workspace.template,
+            "source": source,
+            "initialized_at": datetime.now(UTC).isoformat(),
+        }
+        with confined.folder(staging) as fd:
+            try:
+                os.mkdir(RECORDS, dir_fd=fd)
+            except FileExistsError:
+                raise TemplateRefused(
+                    f"template {workspace.template!r} has its own {RECORDS!r}, which jobyard "
+                    "keeps for its own records: remove it from the template"
+                ) from None
+        with confined.folder(staging, METADATA[:-1]) as fd:
+            data = (json.dumps(meta, indent=2) + "\n").encode()
+            confined.write_atomically(fd, METADATA[-1], data)
 
     def _fill(self, workspace: Workspace, staging: Path) -> str:
         """Put the workspace's files in `staging`; returns how ("empty", "copy", "git")."""

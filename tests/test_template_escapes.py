@@ -1,0 +1,190 @@
+"""Templates that try to reach outside their folder, on both stores.
+
+A template may come from a third party: its files, links and `.git` must never make a workspace
+or session build write, read or clone anything outside the templates folder and the data
+directory. Each attack below must leave the workspace (or session) `failed`, with an error that
+names no server path, and the outside folder and file exactly as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jobyard import Config
+from jobyard.runtime import Runtime, build_runtime
+from jobyard.services.entities import EntityStatus
+from tests.test_services import FAST, settled
+
+PRECIOUS = "precious: must never be overwritten\n"
+
+
+@dataclass(frozen=True)
+class Outside:
+    """A folder and a file outside the data directory, the targets of the attacks."""
+
+    root: Path
+    folder: Path
+    file: Path
+
+    def assert_untouched(self) -> None:
+        assert sorted(os.listdir(self.folder)) == []
+        assert self.file.read_text() == PRECIOUS
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Outside:
+    root = tmp_path / "elsewhere"
+    (root / "folder").mkdir(parents=True)
+    (root / "file.txt").write_text(PRECIOUS)
+    return Outside(root, root / "folder", root / "file.txt")
+
+
+@pytest.fixture
+async def rt(store_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    config = Config(**FAST, database_url=store_url, data_dir=tmp_path / "data")
+    runtime = build_runtime(config)
+    runtime.workspaces.templates_dir.mkdir(parents=True)
+    node = asyncio.create_task(runtime.dispatcher.start())
+    yield runtime
+    await runtime.dispatcher.stop()
+    await node
+    await runtime.close()
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def commit_all(repo: Path) -> None:
+    """Make `repo` a git repository holding everything now in it, links included."""
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+
+
+async def workspace_fails(rt: Runtime, tmp_path: Path, template: str) -> str:
+    """Create a workspace from `template`; it must end failed, with no server path in its
+    error and no folder of its own. Returns the error."""
+    workspace, _ = await rt.workspaces.create("attempt", template)
+    assert await settled(rt, "workspace", workspace.id) is EntityStatus.FAILED
+    failed = await rt.store.get_workspace(workspace.id)
+    assert failed is not None
+    assert failed.error is not None
+    assert str(tmp_path) not in failed.error
+    assert not (rt.config.data_dir / "workspaces" / workspace.id).exists()
+    return failed.error
+
+
+def template(rt: Runtime, name: str) -> Path:
+    folder = rt.workspaces.templates_dir / name
+    folder.mkdir()
+    (folder / "README").write_text("a template\n")
+    return folder
+
+
+async def test_template_with_a_jobyard_link_is_refused_and_its_session_fails(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    (template(rt, "evil") / ".jobyard").symlink_to(outside.folder)
+    workspace, _ = await rt.workspaces.create("attempt", "evil")
+    session, _ = await rt.sessions.create(workspace.id)
+    assert await settled(rt, "workspace", workspace.id) is EntityStatus.FAILED
+    assert await settled(rt, "session", session.id) is EntityStatus.FAILED
+    failed = await rt.store.get_workspace(workspace.id)
+    assert failed is not None
+    assert failed.error is not None
+    assert "template 'evil'" in failed.error
+    assert ".jobyard" in failed.error
+    assert str(tmp_path) not in failed.error
+    outside.assert_untouched()
+
+
+async def test_template_whose_metadata_file_is_a_link_leaves_the_outside_file_alone(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    (template(rt, "evil") / ".jobyard").mkdir()
+    (rt.workspaces.templates_dir / "evil" / ".jobyard" / "workspace.json").symlink_to(outside.file)
+    error = await workspace_fails(rt, tmp_path, "evil")
+    assert "'.jobyard'" in error
+    outside.assert_untouched()
+
+
+async def test_template_with_its_own_jobyard_folder_is_refused(rt: Runtime, tmp_path: Path) -> None:
+    """`.jobyard` holds the service's own records; a template may not bring one (a copy of a
+    workspace used as a template, for example), even without any link in it."""
+    (template(rt, "copied") / ".jobyard").mkdir()
+    (rt.workspaces.templates_dir / "copied" / ".jobyard" / "workspace.json").write_text("{}\n")
+    error = await workspace_fails(rt, tmp_path, "copied")
+    assert "remove it from the template" in error
+
+
+@pytest.mark.parametrize("planted", [".jobyard", ".jobyard/sessions"])
+async def test_session_refuses_a_link_planted_in_a_ready_workspace(
+    rt: Runtime, tmp_path: Path, outside: Outside, planted: str
+) -> None:
+    workspace, _ = await rt.workspaces.create("target")
+    assert await settled(rt, "workspace", workspace.id) is EntityStatus.READY
+    root = rt.config.data_dir / "workspaces" / workspace.id
+    if planted == ".jobyard":
+        (root / ".jobyard").rename(root / "moved-away")
+    (root / planted).symlink_to(outside.folder)
+    session, _ = await rt.sessions.create(workspace.id)
+    assert await settled(rt, "session", session.id) is EntityStatus.FAILED
+    failed = await rt.store.get_session(session.id)
+    assert failed is not None
+    assert failed.error is not None
+    assert f"'{planted}'" in failed.error
+    assert str(tmp_path) not in failed.error
+    outside.assert_untouched()
+
+
+@pytest.mark.parametrize("link", [".jobyard", ".jobyard/workspace.json"])
+async def test_git_template_with_a_committed_link_is_refused(
+    rt: Runtime, tmp_path: Path, outside: Outside, link: str
+) -> None:
+    repo = template(rt, "repo")
+    if link == ".jobyard":
+        (repo / ".jobyard").symlink_to(outside.folder)
+    else:
+        (repo / ".jobyard").mkdir()
+        (repo / ".jobyard" / "workspace.json").symlink_to(outside.file)
+    await asyncio.to_thread(commit_all, repo)
+    error = await workspace_fails(rt, tmp_path, "repo")
+    assert "'.jobyard'" in error
+    outside.assert_untouched()
+
+
+async def test_links_inside_a_template_are_copied_as_links(rt: Runtime, outside: Outside) -> None:
+    """Relative links are part of many projects; links are kept as links, never followed."""
+    folder = template(rt, "with-links")
+    (folder / "docs").symlink_to("README")
+    (folder / "away").symlink_to(outside.file)
+    workspace, _ = await rt.workspaces.create("linked", "with-links")
+    assert await settled(rt, "workspace", workspace.id) is EntityStatus.READY
+    root = rt.config.data_dir / "workspaces" / workspace.id
+    assert os.readlink(root / "docs") == "README"
+    assert os.readlink(root / "away") == str(outside.file)
+    session, _ = await rt.sessions.create(workspace.id)
+    assert await settled(rt, "session", session.id) is EntityStatus.READY
+    outside.assert_untouched()
+
+
+async def test_git_template_with_a_committed_relative_link_is_cloned(rt: Runtime) -> None:
+    repo = template(rt, "repo")
+    (repo / "docs").symlink_to("README")
+    await asyncio.to_thread(commit_all, repo)
+    workspace, _ = await rt.workspaces.create("cloned", "repo")
+    assert await settled(rt, "workspace", workspace.id) is EntityStatus.READY
+    root = rt.config.data_dir / "workspaces" / workspace.id
+    assert os.readlink(root / "docs") == "README"
