@@ -73,6 +73,15 @@ def commit_all(repo: Path) -> None:
     git(repo, "commit", "-q", "-m", "first")
 
 
+def outside_repository(outside: Outside) -> Path:
+    """A git repository outside the templates folder, which no template may lead a clone to."""
+    repo = outside.root / "repo"
+    repo.mkdir()
+    (repo / "SECRET").write_text("outside the templates folder\n")
+    commit_all(repo)
+    return repo
+
+
 async def workspace_fails(rt: Runtime, tmp_path: Path, template: str) -> str:
     """Create a workspace from `template`; it must end failed, with no server path in its
     error and no folder of its own. Returns the error."""
@@ -162,6 +171,79 @@ async def test_git_template_with_a_committed_link_is_refused(
     await asyncio.to_thread(commit_all, repo)
     error = await workspace_fails(rt, tmp_path, "repo")
     assert "'.jobyard'" in error
+    outside.assert_untouched()
+
+
+async def test_git_template_whose_git_is_a_link_is_not_cloned(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    elsewhere = await asyncio.to_thread(outside_repository, outside)
+    (template(rt, "borrowed") / ".git").symlink_to(elsewhere / ".git")
+    error = await workspace_fails(rt, tmp_path, "borrowed")
+    assert "template 'borrowed'" in error
+    assert ".git" in error
+    outside.assert_untouched()
+
+
+async def test_git_template_whose_git_is_a_gitdir_file_is_not_cloned(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    elsewhere = await asyncio.to_thread(outside_repository, outside)
+    (template(rt, "pointer") / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
+    error = await workspace_fails(rt, tmp_path, "pointer")
+    assert "template 'pointer'" in error
+    assert ".git" in error
+    outside.assert_untouched()
+
+
+async def test_git_template_borrowing_objects_through_alternates_is_not_cloned(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    elsewhere = await asyncio.to_thread(outside_repository, outside)
+    target = rt.workspaces.templates_dir / "shared"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["git", "clone", "-q", "--shared", str(elsewhere), str(target)],
+        check=True,
+    )
+    assert (target / ".git" / "objects" / "info" / "alternates").is_file()
+    error = await workspace_fails(rt, tmp_path, "shared")
+    assert "alternates" in error
+    outside.assert_untouched()
+
+
+async def test_git_template_that_is_a_worktree_of_an_outside_repository_is_not_cloned(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    """A `.git` folder with `commondir` reads its objects and refs from another repository."""
+    elsewhere = await asyncio.to_thread(outside_repository, outside)
+    await asyncio.to_thread(git, elsewhere, "worktree", "add", "-q", str(outside.root / "wt"))
+    gitdir = rt.workspaces.templates_dir / "worktree" / ".git"
+    gitdir.parent.mkdir()
+    await asyncio.to_thread(
+        subprocess.run,
+        ["cp", "-R", str(elsewhere / ".git" / "worktrees" / "wt"), str(gitdir)],
+        check=True,
+    )
+    (gitdir / "commondir").write_text(f"{elsewhere / '.git'}\n")
+    error = await workspace_fails(rt, tmp_path, "worktree")
+    assert "commondir" in error
+    outside.assert_untouched()
+
+
+async def test_git_template_with_a_link_inside_its_git_folder_is_not_cloned(
+    rt: Runtime, tmp_path: Path, outside: Outside
+) -> None:
+    elsewhere = await asyncio.to_thread(outside_repository, outside)
+    repo = template(rt, "linked")
+    await asyncio.to_thread(commit_all, repo)
+    refs = repo / ".git" / "refs"
+    await asyncio.to_thread(subprocess.run, ["rm", "-rf", str(refs)], check=True)
+    refs.symlink_to(elsewhere / ".git" / "refs")
+    error = await workspace_fails(rt, tmp_path, "linked")
+    assert "link" in error
+    head = (elsewhere / ".git" / "refs" / "heads").iterdir()
+    assert next(head).read_text().strip() not in error  # nothing read from the outside refs
     outside.assert_untouched()
 
 

@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from jobyard.dispatcher.executor import in_thread
 from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
-from jobyard.services import confined
+from jobyard.services import confined, templates
 from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
 from jobyard.services.paths import (
     METADATA,
@@ -39,14 +38,12 @@ from jobyard.services.paths import (
     resolve_template,
     workspace_dir,
 )
-from jobyard.services.templates import TemplateRefused
 from jobyard.store.base import Store
 
 __all__ = ["WorkspaceService"]
 
 log = logging.getLogger("jobyard.services.workspace")
 
-GIT_TIMEOUT = 300.0
 _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
 
 
@@ -130,7 +127,7 @@ class WorkspaceService:
             try:
                 os.mkdir(RECORDS, dir_fd=fd)
             except FileExistsError:
-                raise TemplateRefused(
+                raise templates.TemplateRefused(
                     f"template {workspace.template!r} has its own {RECORDS!r}, which jobyard "
                     "keeps for its own records: remove it from the template"
                 ) from None
@@ -146,20 +143,4 @@ class WorkspaceService:
         source = resolve_template(self.templates_dir, workspace.template)
         if not source.is_dir():
             raise FileNotFoundError(f"template {workspace.template!r} does not exist")
-        if (source / ".git").exists():
-            result = subprocess.run(
-                ["git", "clone", "--quiet", "--no-hardlinks", "--", str(source), str(staging)],
-                capture_output=True,
-                text=True,
-                timeout=GIT_TIMEOUT,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"git clone of template {workspace.template!r} failed: "
-                    f"{result.stderr.strip()[:500]}"
-                )
-            return "git"
-        # symlinks=True copies links as links: nothing outside the template is read.
-        shutil.copytree(source, staging, symlinks=True)
-        return "copy"
+        return templates.fill(source, workspace.template, staging)
