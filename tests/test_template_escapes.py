@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from jobyard import Config
+from jobyard import Config, JobStatus
 from jobyard.runtime import Runtime, build_runtime
 from jobyard.services.entities import EntityStatus
-from tests.test_services import FAST, settled
+from tests.test_services import FAST, job_reaches, settled
 
 PRECIOUS = "precious: must never be overwritten\n"
 
@@ -245,6 +245,20 @@ async def test_git_template_with_a_link_inside_its_git_folder_is_not_cloned(
     head = (elsewhere / ".git" / "refs" / "heads").iterdir()
     assert next(head).read_text().strip() not in error  # nothing read from the outside refs
     outside.assert_untouched()
+
+
+async def test_a_failed_clone_reports_no_server_path(rt: Runtime, tmp_path: Path) -> None:
+    """git's own message names the paths it was given; users see them relative."""
+    (template(rt, "hollow") / ".git").mkdir()
+    error = await workspace_fails(rt, tmp_path, "hollow")
+    assert "'<templates>/hollow'" in error
+    (job,) = await rt.store.list_jobs()
+    await job_reaches(rt, job.id, JobStatus.FAILED)
+    failed_job = await rt.store.get_job(job.id)
+    assert failed_job is not None
+    assert failed_job.error is not None
+    assert failed_job.error.startswith("RuntimeError: git clone of template 'hollow' failed")
+    assert str(tmp_path) not in failed_job.error
 
 
 async def test_links_inside_a_template_are_copied_as_links(rt: Runtime, outside: Outside) -> None:

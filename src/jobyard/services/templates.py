@@ -98,14 +98,19 @@ def _first_link(top: Path) -> str | None:
 def _clone(source: Path, name: str, staging: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
     command = ["git", *_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", "--"]
-    result = subprocess.run(
-        [*command, str(source), str(staging)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT,
-        check=False,
-        env=env,
-    )
+    try:
+        result = subprocess.run(
+            [*command, str(source), str(staging)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"git clone of template {name!r} took longer than {GIT_TIMEOUT:g}s"
+        ) from None
     if result.returncode != 0:
         raise RuntimeError(f"git clone of template {name!r} failed: {result.stderr.strip()[:500]}")

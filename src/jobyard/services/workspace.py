@@ -85,12 +85,36 @@ class WorkspaceService:
         try:
             await in_thread(self._materialize, workspace, target)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            shown = self._without_server_paths(exc)
+            reason = f"{type(shown).__name__}: {shown}" if str(shown) else type(shown).__name__
             await self.store.set_workspace_status(
                 workspace.id, EntityStatus.FAILED, expect=_REENTRANT, error=reason
             )
-            raise
+            if shown is exc:
+                raise
+            log.warning("workspace %s failed to build: %s", workspace.id, exc)
+            raise shown from None
         await self.store.set_workspace_status(workspace.id, EntityStatus.READY, expect=_REENTRANT)
+
+    def _without_server_paths(self, exc: Exception) -> Exception:
+        """`exc`, or an error of the same kind with the templates folder and the data directory
+        shown as `<templates>` and `<data_dir>`.
+
+        A build's error reaches API users (the workspace's and its job's `error`), who name
+        templates by relative path and have no business knowing where the server keeps them.
+        The full text still goes to the server's log."""
+        text = original = str(exc)
+        for folder, shown in ((self.templates_dir, "<templates>"), (self.data_dir, "<data_dir>")):
+            forms = {os.path.abspath(folder), os.path.realpath(folder)}
+            for form in sorted(forms, key=len, reverse=True):
+                text = text.replace(form, shown)
+        if text == original:
+            return exc
+        try:
+            same_kind = type(exc)(text)
+        except Exception:  # a class that wants other arguments (TimeoutExpired, ...)
+            same_kind = RuntimeError(f"{type(exc).__name__}: {text}")
+        return same_kind if str(same_kind) == text else RuntimeError(text)
 
     def _materialize(self, workspace: Workspace, target: Path) -> None:
         if confined.holds_file(target, METADATA):
