@@ -6,7 +6,8 @@ metadata. The status moves `pending → initializing → ready`, or `failed` wit
 
 It is idempotent: the workspace is built in a private temporary folder and moved into place in
 one rename, so a second run (at-least-once delivery) finds it complete and does nothing, and a
-run cut short leaves no half-built workspace behind.
+run cut short leaves no half-built workspace behind. A run killed outright leaves its temporary
+folder, which `sweep_staging` removes when a node next starts (see `staging`).
 
 The metadata goes into `.jobyard`, a folder the build creates itself after the template's files
 are in place. A template that brings its own `.jobyard` (a folder, a file or a link) is refused:
@@ -20,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from jobyard.services.paths import (
     resolve_template,
     workspace_dir,
 )
+from jobyard.services.staging import staging_folder, sweep
 from jobyard.store.base import Store
 
 __all__ = ["WorkspaceService"]
@@ -120,8 +121,7 @@ class WorkspaceService:
         if confined.holds_file(target, METADATA):
             return  # built by an earlier run
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".staging-{workspace.id}-{secrets.token_hex(4)}"
-        try:
+        with staging_folder(target.parent, workspace.id) as staging:
             source = self._fill(workspace, staging)
             self._write_metadata(workspace, staging, source)
             try:
@@ -130,9 +130,12 @@ class WorkspaceService:
                 if not confined.holds_file(target, METADATA):
                     raise
                 # Another run of the same job finished first: its workspace stands.
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+
+    def sweep_staging(self, *, now: float | None = None) -> list[str]:
+        """Remove the staging folders of builds that died (killed mid-build) and return their
+        names; a build in progress, in this process or another, is never touched. Run when a
+        node starts; never raises."""
+        return sweep(self.data_dir / "workspaces", now=now)
 
     @staticmethod
     def _write_metadata(workspace: Workspace, staging: Path, source: str) -> None:

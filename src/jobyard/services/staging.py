@@ -1,0 +1,133 @@
+"""Staging folders: where a workspace is assembled before it is renamed into place.
+
+A build killed half-way (SIGKILL, power cut) leaves its staging folder behind, and nothing else
+would ever remove it. So each build holds an exclusive `flock` on a lock file beside its folder,
+`<staging>.lock`, from before the folder exists until after it is gone; the kernel releases the
+lock when the process dies, however it dies. `sweep` (run when a node starts) removes a staging
+folder only when it can take that lock itself: a build in progress in any process on this host
+is never touched.
+
+Two age guards cover what the lock cannot: a lock file less than `FRESH_LOCK` old may belong to
+a build that has created it but not locked it yet, and a staging folder with no lock file at
+all (left by a version of jobyard before the locks) is removed only once `UNLOCKED_AGE` has
+passed since it last changed. With several hosts sharing the data directory, a file system
+whose locks are not seen across hosts (some network file systems) relies on these ages alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+__all__ = ["FRESH_LOCK", "PREFIX", "UNLOCKED_AGE", "staging_folder", "sweep"]
+
+log = logging.getLogger("jobyard.services.staging")
+
+PREFIX: Final = ".staging-"
+LOCK_SUFFIX: Final = ".lock"
+FRESH_LOCK: Final = 60.0  # seconds
+UNLOCKED_AGE: Final = 3600.0  # seconds; longer than any build (a clone times out at 300 s)
+
+
+@contextlib.contextmanager
+def staging_folder(parent: Path, workspace_id: str) -> Iterator[Path]:
+    """A fresh path in `parent` to build `workspace_id` in, locked against `sweep` until the
+    block ends. The folder is not created: the caller creates it (a copy or a clone does). On
+    exit, whatever is still at that path is removed (after a successful build it has been
+    renamed away), then the lock file."""
+    name = f"{PREFIX}{workspace_id}-{secrets.token_hex(4)}"
+    lock = parent / (name + LOCK_SUFFIX)
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield parent / name
+        finally:
+            try:
+                _remove(parent / name)
+            except OSError as exc:  # the lock file stays, so a later sweep retries
+                log.warning("cannot remove staging folder %s: %s", name, exc)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def sweep(parent: Path, *, now: float | None = None) -> list[str]:
+    """Remove the staging folders in `parent` left by builds that died; returns their names.
+
+    Never raises: a folder it cannot remove is logged and left for the next sweep. `now` (a
+    `time.time()` value) is for tests."""
+    now = time.time() if now is None else now
+    try:
+        names = {
+            entry.name.removesuffix(LOCK_SUFFIX)
+            for entry in os.scandir(parent)
+            if entry.name.startswith(PREFIX)
+        }
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot look for staging folders left by interrupted builds: %s", exc)
+        return []
+    swept = []
+    for name in sorted(names):
+        try:
+            if _sweep_one(parent, name, now):
+                swept.append(name)
+        except OSError as exc:
+            log.warning("cannot remove staging folder %s: %s", name, exc)
+    if swept:
+        log.info("removed %d staging folders left by interrupted builds", len(swept))
+    return swept
+
+
+def _sweep_one(parent: Path, name: str, now: float) -> bool:
+    lock = parent / (name + LOCK_SUFFIX)
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # No lock file: judged by age alone. By ctime, as a copy gives the folder its
+        # template's mtime.
+        try:
+            changed = os.lstat(parent / name).st_ctime
+        except FileNotFoundError:
+            return False  # a build that finished since the listing
+        return now - changed >= UNLOCKED_AGE and _remove(parent / name)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a build in progress
+        if now - os.fstat(fd).st_mtime < FRESH_LOCK:
+            return False
+        removed = _remove(parent / name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+            removed = True
+        return removed
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> bool:
+    """Remove `path` without following it if it is a link; False if nothing was there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+    return True
