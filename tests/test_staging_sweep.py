@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,23 +109,40 @@ def test_a_build_in_progress_is_never_swept_however_old(tmp_path: Path) -> None:
 
 
 def test_unlocked_leftovers_are_swept_by_their_age(tmp_path: Path) -> None:
-    """A free lock younger than a minute may not be locked yet; a folder with no lock file
-    (from a version before the locks) waits an hour. Links are removed, never followed."""
+    """A free lock naming this host is a dead build's once a minute has passed; one naming
+    another host (whose locks may not be visible here) or none, or no lock file at all (from a
+    version before the locks), waits an hour. Links are removed, never followed."""
     parent = tmp_path / "workspaces"
     outside = tmp_path / "outside"
     (outside / "keep").mkdir(parents=True)
     (parent / "ws_built").mkdir(parents=True)
-    (parent / ".staging-ws_a-00000000").mkdir()
-    (parent / ".staging-ws_a-00000000.lock").touch()
-    (parent / ".staging-ws_b-11111111").mkdir()
-    (parent / ".staging-ws_c-22222222.lock").touch()
-    age(parent / ".staging-ws_c-22222222.lock", 120)
-    (parent / ".staging-ws_d-33333333").symlink_to(outside)
+    here = socket.gethostname()
+    leftovers = {
+        "ws_a": ("folder", here),
+        "ws_b": ("folder", None),
+        "ws_c": (None, here),
+        "ws_d": ("link", None),
+        "ws_e": ("folder", "another-host"),
+        "ws_f": ("folder", ""),
+    }
+    for workspace_id, (kind, host) in leftovers.items():
+        folder = parent / f".staging-{workspace_id}-00000000"
+        if kind == "folder":
+            folder.mkdir()
+        elif kind == "link":
+            folder.symlink_to(outside)
+        if host is not None:
+            (parent / f"{folder.name}{LOCK_SUFFIX}").write_text(host)
+    age(parent / f".staging-ws_c-00000000{LOCK_SUFFIX}", 120)
     now = time.time()
 
-    assert sweep(parent, now=now) == [".staging-ws_c-22222222"]
-    assert sweep(parent, now=now + 61) == [".staging-ws_a-00000000"]
-    assert sweep(parent, now=now + 3601) == [".staging-ws_b-11111111", ".staging-ws_d-33333333"]
+    def swept(later: float) -> list[str]:
+        return [name.split("-")[1] for name in sweep(parent, now=now + later)]
+
+    assert swept(0) == ["ws_c"]
+    assert swept(61) == ["ws_a"]
+    assert swept(3000) == []
+    assert swept(3601) == ["ws_b", "ws_d", "ws_e", "ws_f"]
     assert os.listdir(parent) == ["ws_built"]
     assert os.listdir(outside) == ["keep"]
 

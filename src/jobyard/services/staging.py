@@ -3,15 +3,15 @@
 A build killed half-way (SIGKILL, power cut) leaves its staging folder behind, and nothing else
 would ever remove it. So each build holds an exclusive `flock` on a lock file beside its folder,
 `<staging>.lock`, from before the folder exists until after it is gone; the kernel releases the
-lock when the process dies, however it dies. `sweep` (run when a node starts) removes a staging
-folder only when it can take that lock itself: a build in progress in any process on this host
-is never touched.
+lock when the process dies, however it dies. Once it holds the lock, the build writes its host's
+name in the file. `sweep` (run when a node starts) removes a staging folder only when it can take
+that lock itself: a build in progress in any process on this host is never touched.
 
-Two age guards cover what the lock cannot: a lock file less than `FRESH_LOCK` old may belong to
-a build that has created it but not locked it yet, and a staging folder with no lock file at
-all (left by a version of jobyard before the locks) is removed only once `UNLOCKED_AGE` has
-passed since it last changed. With several hosts sharing the data directory, a file system
-whose locks are not seen across hosts (some network file systems) relies on these ages alone.
+Locks are reliable between processes of one host, but not between hosts on every network file
+system, and a lock file with no host name in it may not be locked yet. So a free lock is trusted
+at once (after `LOCAL_AGE`, a margin) only when it names this host; one that names another host
+or none, and a staging folder with no lock file at all (left by a version of jobyard before the
+locks), are removed only once `FOREIGN_AGE` has passed, longer than any build.
 """
 
 from __future__ import annotations
@@ -22,20 +22,21 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["FRESH_LOCK", "PREFIX", "UNLOCKED_AGE", "staging_folder", "sweep"]
+__all__ = ["FOREIGN_AGE", "LOCAL_AGE", "LOCK_SUFFIX", "PREFIX", "staging_folder", "sweep"]
 
 log = logging.getLogger("jobyard.services.staging")
 
 PREFIX: Final = ".staging-"
 LOCK_SUFFIX: Final = ".lock"
-FRESH_LOCK: Final = 60.0  # seconds
-UNLOCKED_AGE: Final = 3600.0  # seconds; longer than any build (a clone times out at 300 s)
+LOCAL_AGE: Final = 60.0  # seconds
+FOREIGN_AGE: Final = 3600.0  # seconds; a clone times out after 300
 
 
 @contextlib.contextmanager
@@ -49,6 +50,7 @@ def staging_folder(parent: Path, workspace_id: str) -> Iterator[Path]:
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, _this_host())  # only once locked, so a free lock naming us is a dead one
         try:
             yield parent / name
         finally:
@@ -103,13 +105,14 @@ def _sweep_one(parent: Path, name: str, now: float) -> bool:
             changed = os.lstat(parent / name).st_ctime
         except FileNotFoundError:
             return False  # a build that finished since the listing
-        return now - changed >= UNLOCKED_AGE and _remove(parent / name)
+        return now - changed >= FOREIGN_AGE and _remove(parent / name)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # a build in progress
-        if now - os.fstat(fd).st_mtime < FRESH_LOCK:
+        wait = LOCAL_AGE if os.read(fd, 256) == _this_host() else FOREIGN_AGE
+        if now - os.fstat(fd).st_mtime < wait:
             return False
         removed = _remove(parent / name)
         with contextlib.suppress(FileNotFoundError):
@@ -118,6 +121,10 @@ def _sweep_one(parent: Path, name: str, now: float) -> bool:
         return removed
     finally:
         os.close(fd)
+
+
+def _this_host() -> bytes:
+    return socket.gethostname().encode()
 
 
 def _remove(path: Path) -> bool:
