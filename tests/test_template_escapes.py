@@ -261,6 +261,14 @@ async def test_a_failed_clone_reports_no_server_path(rt: Runtime, tmp_path: Path
     assert str(tmp_path) not in failed_job.error
 
 
+async def test_a_failed_copy_reports_no_server_path(rt: Runtime, tmp_path: Path) -> None:
+    """A named pipe cannot be copied; the copy's error names both ends by absolute path."""
+    os.mkfifo(template(rt, "piped") / "pipe")
+    error = await workspace_fails(rt, tmp_path, "piped")
+    assert "<templates>/piped/pipe" in error
+    assert "<data_dir>/workspaces/.staging-" in error
+
+
 async def test_links_inside_a_template_are_copied_as_links(rt: Runtime, outside: Outside) -> None:
     """Relative links are part of many projects; links are kept as links, never followed."""
     folder = template(rt, "with-links")

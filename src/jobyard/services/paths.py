@@ -16,6 +16,7 @@ from jobyard.model import PayloadError
 
 __all__ = [
     "METADATA",
+    "METADATA_FILE",
     "RECORDS",
     "resolve_template",
     "session_dir",
@@ -27,8 +28,9 @@ __all__ = [
 # it; one that comes from a template is refused, so it never holds anything jobyard did not put
 # there when the workspace was built.
 RECORDS: Final = ".jobyard"
+METADATA_FILE: Final = "workspace.json"
 # The workspace's metadata file, from the workspace's root.
-METADATA: Final = (RECORDS, "workspace.json")
+METADATA: Final = (RECORDS, METADATA_FILE)
 
 
 def workspace_dir(data_dir: Path, workspace_id: str) -> Path:

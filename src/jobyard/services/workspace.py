@@ -33,6 +33,7 @@ from jobyard.services import confined, templates
 from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
 from jobyard.services.paths import (
     METADATA,
+    METADATA_FILE,
     RECORDS,
     check_template_name,
     resolve_template,
@@ -112,10 +113,12 @@ class WorkspaceService:
         if text == original:
             return exc
         try:
-            same_kind = type(exc)(text)
-        except Exception:  # a class that wants other arguments (TimeoutExpired, ...)
-            same_kind = RuntimeError(f"{type(exc).__name__}: {text}")
-        return same_kind if str(same_kind) == text else RuntimeError(text)
+            same_kind: Exception | None = type(exc)(text)
+        except Exception:
+            same_kind = None
+        if same_kind is None or str(same_kind) != text:  # a class that wants other arguments
+            return RuntimeError(f"{type(exc).__name__}: {text}")
+        return same_kind
 
     def _materialize(self, workspace: Workspace, target: Path) -> None:
         if confined.holds_file(target, METADATA):
@@ -158,9 +161,9 @@ class WorkspaceService:
                     f"template {workspace.template!r} has its own {RECORDS!r}, which jobyard "
                     "keeps for its own records: remove it from the template"
                 ) from None
-        with confined.folder(staging, METADATA[:-1]) as fd:
+        with confined.folder(staging, (RECORDS,)) as fd:
             data = (json.dumps(meta, indent=2) + "\n").encode()
-            confined.write_atomically(fd, METADATA[-1], data)
+            confined.write_atomically(fd, METADATA_FILE, data)
 
     def _fill(self, workspace: Workspace, staging: Path) -> str:
         """Put the workspace's files in `staging`; returns how ("empty", "copy", "git")."""
