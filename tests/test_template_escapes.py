@@ -153,7 +153,7 @@ async def test_session_refuses_a_link_planted_in_a_ready_workspace(
     failed = await rt.store.get_session(session.id)
     assert failed is not None
     assert failed.error is not None
-    assert f"'{planted}'" in failed.error
+    assert f"workspace {workspace.id}: '{planted}' is a link or not a folder" in failed.error
     assert str(tmp_path) not in failed.error
     outside.assert_untouched()
 
