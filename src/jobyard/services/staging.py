@@ -8,9 +8,9 @@ name in the file. `sweep` (run when a node starts) removes a staging folder only
 that lock itself: a build in progress in any process on this host is never touched.
 
 Locks are reliable between processes of one host, but not between hosts on every network file
-system, and a lock file with no host name in it may not be locked yet. So a free lock is trusted
-at once (after `LOCAL_AGE`, a margin) only when it names this host; one that names another host
-or none, and a staging folder with no lock file at all (left by a version of jobyard before the
+system, and a lock file with no host name in it may not be locked yet. So a free lock that names
+this host is trusted once `LOCAL_AGE` (a margin) has passed; one that names another host or
+none, and a staging folder with no lock file at all (left by a version of jobyard before the
 locks), are removed only once `FOREIGN_AGE` has passed, longer than any build.
 """
 
