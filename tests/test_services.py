@@ -155,6 +155,18 @@ async def test_template_paths_that_could_escape_are_refused(rt: Runtime, templat
     assert await rt.store.list_jobs() == []
 
 
+@pytest.mark.parametrize(
+    "template", ["a\nb", "tab\there", "bell\x07", "del\x7f", "c1\x85", "\x1b[31m"]
+)
+async def test_template_names_with_control_characters_are_refused(
+    rt: Runtime, template: str
+) -> None:
+    with pytest.raises(PayloadError, match="control characters"):
+        await rt.workspaces.create("ctl", template)
+    assert await rt.store.list_workspaces() == []
+    assert await rt.store.list_jobs() == []
+
+
 async def test_template_symlink_leading_outside_is_refused(rt: Runtime, tmp_path: Path) -> None:
     outside = tmp_path / "secret"
     outside.mkdir()

@@ -46,6 +46,10 @@ def build_runtime(config: Config, *, limits: Limits | None = None) -> Runtime:
     queue = Queue(store, config=config)
     dispatcher = Dispatcher(config, store, queue, limits)
     workspaces = WorkspaceService(store, queue, config.data_dir, config.templates_path)
+    # Every node is assembled here before it starts (so are CLI commands): the moment to clear
+    # what builds killed on this host left behind. Safe at any time, as no live build's folder
+    # is ever touched.
+    workspaces.sweep_staging()
     sessions = SessionService(store, queue, config.data_dir)
     dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(workspaces))
     dispatcher.register_executor(JOB_TYPE_SESSION_INIT, SessionInitExecutor(sessions))

@@ -6,16 +6,21 @@ metadata. The status moves `pending → initializing → ready`, or `failed` wit
 
 It is idempotent: the workspace is built in a private temporary folder and moved into place in
 one rename, so a second run (at-least-once delivery) finds it complete and does nothing, and a
-run cut short leaves no half-built workspace behind.
+run cut short leaves no half-built workspace behind. A run killed outright leaves its temporary
+folder, which `sweep_staging` removes when a node next starts (see `staging`).
+
+The metadata goes into `.jobyard`, a folder the build creates itself after the template's files
+are in place. A template that brings its own `.jobyard` (a folder, a file or a link) is refused:
+jobyard would otherwise write its records wherever that entry leads. The write follows no link
+(see `confined`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
-import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,16 +29,23 @@ from jobyard.dispatcher.executor import in_thread
 from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
+from jobyard.services import confined, templates
 from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
-from jobyard.services.paths import check_template_name, resolve_template, workspace_dir
+from jobyard.services.paths import (
+    METADATA,
+    METADATA_FILE,
+    RECORDS,
+    check_template_name,
+    resolve_template,
+    workspace_dir,
+)
+from jobyard.services.staging import staging_folder, sweep
 from jobyard.store.base import Store
 
 __all__ = ["WorkspaceService"]
 
 log = logging.getLogger("jobyard.services.workspace")
 
-METADATA = Path(".jobyard") / "workspace.json"
-GIT_TIMEOUT = 300.0
 _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
 
 
@@ -67,7 +79,7 @@ class WorkspaceService:
         if workspace is None:
             raise PermanentError(f"workspace {workspace_id!r} does not exist")
         target = workspace_dir(self.data_dir, workspace.id)
-        if workspace.status is EntityStatus.READY and (target / METADATA).is_file():
+        if workspace.status is EntityStatus.READY and confined.holds_file(target, METADATA):
             return
         await self.store.set_workspace_status(
             workspace.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
@@ -75,38 +87,83 @@ class WorkspaceService:
         try:
             await in_thread(self._materialize, workspace, target)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            shown = self._without_server_paths(exc)
+            reason = f"{type(shown).__name__}: {shown}" if str(shown) else type(shown).__name__
             await self.store.set_workspace_status(
                 workspace.id, EntityStatus.FAILED, expect=_REENTRANT, error=reason
             )
-            raise
+            if shown is exc:
+                raise
+            log.warning("workspace %s failed to build: %s", workspace.id, exc)
+            raise shown from None
         await self.store.set_workspace_status(workspace.id, EntityStatus.READY, expect=_REENTRANT)
 
+    def _without_server_paths(self, exc: Exception) -> Exception:
+        """`exc`, or an error of the same kind with the templates folder and the data directory
+        shown as `<templates>` and `<data_dir>`.
+
+        A build's error reaches API users (the workspace's and its job's `error`), who name
+        templates by relative path and have no business knowing where the server keeps them.
+        The full text still goes to the server's log."""
+        text = original = str(exc)
+        for folder, shown in ((self.templates_dir, "<templates>"), (self.data_dir, "<data_dir>")):
+            forms = {os.path.abspath(folder), os.path.realpath(folder)}
+            for form in sorted(forms, key=len, reverse=True):
+                text = text.replace(form, shown)
+        if text == original:
+            return exc
+        try:
+            same_kind: Exception | None = type(exc)(text)
+        except Exception:
+            same_kind = None
+        if same_kind is None or str(same_kind) != text:  # a class that wants other arguments
+            return RuntimeError(f"{type(exc).__name__}: {text}")
+        return same_kind
+
     def _materialize(self, workspace: Workspace, target: Path) -> None:
-        if (target / METADATA).is_file():
+        if confined.holds_file(target, METADATA):
             return  # built by an earlier run
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".staging-{workspace.id}-{secrets.token_hex(4)}"
-        try:
+        with staging_folder(target.parent, workspace.id) as staging:
             source = self._fill(workspace, staging)
-            meta = {
-                "id": workspace.id,
-                "name": workspace.name,
-                "template": workspace.template,
-                "source": source,
-                "initialized_at": datetime.now(UTC).isoformat(),
-            }
-            (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
-            (staging / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            self._write_metadata(workspace, staging, source)
             try:
                 staging.rename(target)
             except OSError:
-                if not (target / METADATA).is_file():
+                if not confined.holds_file(target, METADATA):
                     raise
                 # Another run of the same job finished first: its workspace stands.
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+
+    def sweep_staging(self, *, now: float | None = None) -> list[str]:
+        """Remove the staging folders of builds that died (killed mid-build) and return their
+        names; a build in progress, in this process or another, is never touched. Run when a
+        node starts; never raises."""
+        return sweep(self.data_dir / "workspaces", now=now)
+
+    @staticmethod
+    def _write_metadata(workspace: Workspace, staging: Path, source: str) -> None:
+        """Create `.jobyard` and write the metadata in it; refuse a template's own `.jobyard`.
+
+        `mkdir` fails on any existing entry, a link included, so the folder written into is
+        always the one created here."""
+        meta = {
+            "id": workspace.id,
+            "name": workspace.name,
+            "template": workspace.template,
+            "source": source,
+            "initialized_at": datetime.now(UTC).isoformat(),
+        }
+        with confined.folder(staging) as fd:
+            try:
+                os.mkdir(RECORDS, dir_fd=fd)
+            except FileExistsError:
+                raise templates.TemplateRefused(
+                    f"template {workspace.template!r} has its own {RECORDS!r}, which jobyard "
+                    "keeps for its own records: remove it from the template"
+                ) from None
+        with confined.folder(staging, (RECORDS,)) as fd:
+            data = (json.dumps(meta, indent=2) + "\n").encode()
+            confined.write_atomically(fd, METADATA_FILE, data)
 
     def _fill(self, workspace: Workspace, staging: Path) -> str:
         """Put the workspace's files in `staging`; returns how ("empty", "copy", "git")."""
@@ -116,20 +173,4 @@ class WorkspaceService:
         source = resolve_template(self.templates_dir, workspace.template)
         if not source.is_dir():
             raise FileNotFoundError(f"template {workspace.template!r} does not exist")
-        if (source / ".git").exists():
-            result = subprocess.run(
-                ["git", "clone", "--quiet", "--no-hardlinks", "--", str(source), str(staging)],
-                capture_output=True,
-                text=True,
-                timeout=GIT_TIMEOUT,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"git clone of template {workspace.template!r} failed: "
-                    f"{result.stderr.strip()[:500]}"
-                )
-            return "git"
-        # symlinks=True copies links as links: nothing outside the template is read.
-        shutil.copytree(source, staging, symlinks=True)
-        return "copy"
+        return templates.fill(source, workspace.template, staging)
