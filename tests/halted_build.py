@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 from jobyard import Config, Queue, open_store
-from jobyard.services.entities import Workspace
-from jobyard.services.workspace import WorkspaceService
+from jobyard.workspaces.entities import Workspace
+from jobyard.workspaces.workspace import WorkspaceService
 
 
 class HaltedService(WorkspaceService):

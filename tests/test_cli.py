@@ -27,8 +27,8 @@ from jobyard import Queue, open_store
 from jobyard.api.settings import ServerSettings
 from jobyard.cli import app
 from jobyard.config import Config
-from jobyard.services.entities import EntityStatus, NewWorkspace
 from jobyard.store.base import ClaimParams, JobResult, Outcome
+from jobyard.workspaces.entities import EntityStatus, NewWorkspace
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ from jobyard.api import ServerSettings, create_app
 from jobyard.api.dashboard import COOKIE, sparkline
 from jobyard.model import Job
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus
+from jobyard.workspaces.entities import EntityStatus
 
 TOKEN = "dashboard-test-token-0123456789"
 XSS = "<script>alert(1)</script>"

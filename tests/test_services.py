@@ -13,7 +13,7 @@ import pytest
 
 from jobyard import Config, JobStatus, NotFound, PayloadError
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus
+from jobyard.workspaces.entities import EntityStatus
 
 FAST = {
     "job_poll_interval": 0.05,

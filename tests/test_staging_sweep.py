@@ -15,8 +15,8 @@ from pathlib import Path
 
 from jobyard import Config
 from jobyard.runtime import build_runtime
-from jobyard.services.entities import EntityStatus
-from jobyard.services.staging import LOCK_SUFFIX, staging_folder, sweep
+from jobyard.workspaces.entities import EntityStatus
+from jobyard.workspaces.staging import LOCK_SUFFIX, staging_folder, sweep
 from tests.test_services import FAST, settled
 
 SCRIPT = Path(__file__).parent / "halted_build.py"

@@ -19,7 +19,7 @@ import pytest
 
 from jobyard import Config, JobStatus
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus
+from jobyard.workspaces.entities import EntityStatus
 from tests.test_services import FAST, job_reaches, settled
 
 PRECIOUS = "precious: must never be overwritten\n"

@@ -56,11 +56,11 @@ from jobyard.model import (
 )
 from jobyard.node import run_node
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus, Session, Workspace
-from jobyard.services.paths import session_dir, workspace_dir
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import open_store
 from jobyard.store.base import JobFilter, Store
+from jobyard.workspaces.entities import EntityStatus, Session, Workspace
+from jobyard.workspaces.paths import session_dir, workspace_dir
 
 __all__ = ["app", "main"]
 

@@ -12,14 +12,13 @@ from jobyard.admin import JobAdmin
 from jobyard.config import Config
 from jobyard.dispatcher.dispatcher import Dispatcher
 from jobyard.dispatcher.limits import Limits
-from jobyard.jobs.session_init import SessionInitExecutor
-from jobyard.jobs.types import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
-from jobyard.jobs.workspace_init import WorkspaceInitExecutor
 from jobyard.queue import Queue
-from jobyard.services.session import SessionService
-from jobyard.services.workspace import WorkspaceService
 from jobyard.store import open_store
 from jobyard.store.base import Store
+from jobyard.workspaces.executors import SessionInitExecutor, WorkspaceInitExecutor
+from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
+from jobyard.workspaces.session import SessionService
+from jobyard.workspaces.workspace import WorkspaceService
 
 __all__ = ["Runtime", "build_runtime"]
 

@@ -31,9 +31,9 @@ from jobyard.admin import JobAction
 from jobyard.api.security import bearer, session_value, token_matches
 from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
 from jobyard.runtime import Runtime
-from jobyard.services.entities import Session, Workspace
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store.base import JobFilter
+from jobyard.workspaces.entities import Session, Workspace
 
 __all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
 

@@ -11,13 +11,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from jobyard.model import Job
-from jobyard.services.entities import (
-    EntityStatus,
-    NewSession,
-    NewWorkspace,
-    Session,
-    Workspace,
-)
 from jobyard.store import ports
 from jobyard.store.backend import StoreBase
 from jobyard.store.ports import (
@@ -42,6 +35,13 @@ from jobyard.store.records import (
     Outcome,
     RescueResult,
     TypeCount,
+)
+from jobyard.workspaces.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
 )
 
 __all__ = [

@@ -20,13 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from jobyard.model import Job, JobStatus, NotFound, StoreError, StoreUnavailable
-from jobyard.services.entities import (
-    EntityStatus,
-    NewSession,
-    NewWorkspace,
-    Session,
-    Workspace,
-)
 from jobyard.store.base import (
     CHANNEL_JOBS,
     CHANNEL_LEADER,
@@ -40,6 +33,13 @@ from jobyard.store.base import (
 from jobyard.store.errors import translate_errors
 from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
+from jobyard.workspaces.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
+)
 
 try:
     import psycopg

@@ -28,13 +28,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from jobyard.model import Job, NotFound, StoreError, StoreUnavailable
-from jobyard.services.entities import (
-    EntityStatus,
-    NewSession,
-    NewWorkspace,
-    Session,
-    Workspace,
-)
 from jobyard.store.base import (
     CHANNEL_LEADER,
     ClaimParams,
@@ -47,6 +40,13 @@ from jobyard.store.base import (
 from jobyard.store.errors import translate_errors
 from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
+from jobyard.workspaces.entities import (
+    EntityStatus,
+    NewSession,
+    NewWorkspace,
+    Session,
+    Workspace,
+)
 
 __all__ = ["SQLiteStore"]
 

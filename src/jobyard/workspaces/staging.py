@@ -31,7 +31,7 @@ from typing import Final
 
 __all__ = ["FOREIGN_AGE", "LOCAL_AGE", "LOCK_SUFFIX", "PREFIX", "staging_folder", "sweep"]
 
-log = logging.getLogger("jobyard.services.staging")
+log = logging.getLogger("jobyard.workspaces.staging")
 
 PREFIX: Final = ".staging-"
 LOCK_SUFFIX: Final = ".lock"

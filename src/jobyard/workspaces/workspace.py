@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobyard.dispatcher.executor import in_thread
-from jobyard.jobs.types import JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
-from jobyard.services import confined, templates
-from jobyard.services.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
-from jobyard.services.paths import (
+from jobyard.store.base import Store
+from jobyard.workspaces import confined, templates
+from jobyard.workspaces.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
+from jobyard.workspaces.paths import (
     METADATA,
     METADATA_FILE,
     RECORDS,
@@ -39,12 +39,12 @@ from jobyard.services.paths import (
     resolve_template,
     workspace_dir,
 )
-from jobyard.services.staging import staging_folder, sweep
-from jobyard.store.base import Store
+from jobyard.workspaces.payloads import JOB_TYPE_WORKSPACE_INIT
+from jobyard.workspaces.staging import staging_folder, sweep
 
 __all__ = ["WorkspaceService"]
 
-log = logging.getLogger("jobyard.services.workspace")
+log = logging.getLogger("jobyard.workspaces.workspace")
 
 _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAILED)
 

@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobyard.dispatcher.executor import in_thread
-from jobyard.jobs.types import JOB_TYPE_SESSION_INIT
 from jobyard.model import Job, PermanentError, Snooze
 from jobyard.queue import Queue
-from jobyard.services import confined
-from jobyard.services.entities import EntityStatus, NewSession, Session
-from jobyard.services.paths import session_parts, workspace_dir
 from jobyard.store.base import Store
+from jobyard.workspaces import confined
+from jobyard.workspaces.entities import EntityStatus, NewSession, Session
+from jobyard.workspaces.paths import session_parts, workspace_dir
+from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT
 
 __all__ = ["SessionService"]
 
