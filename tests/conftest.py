@@ -73,6 +73,17 @@ def pg_url(pg_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_pg_url(pg_template: str) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database for one test: nothing migrated yet."""
+    name = f"jobyard_e_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{PG_SERVER}/{name}"
+    with _admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobyard.db'}"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jobyard import Config, Queue, open_store
 from jobyard.workspaces.entities import Workspace
+from jobyard.workspaces.store import open_workspace_store
 from jobyard.workspaces.workspace import WorkspaceService
 
 
@@ -28,7 +29,9 @@ class HaltedService(WorkspaceService):
 async def main(database_url: str, data_dir: Path, workspace_id: str) -> None:
     config = Config(database_url=database_url, data_dir=data_dir)
     store = open_store(database_url)
-    service = HaltedService(store, Queue(store), config.data_dir, config.templates_path)
+    service = HaltedService(
+        open_workspace_store(store), Queue(store), config.data_dir, config.templates_path
+    )
     await service.initialize(workspace_id)
 
 

@@ -19,7 +19,8 @@ import uvicorn
 
 from jobyard import Config
 from jobyard.api import ServerSettings, create_app
-from jobyard.runtime import Runtime, build_runtime
+from jobyard.workspaces import WorkspaceRuntime as Runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 
 FAST = {
     "job_poll_interval": 0.05,

@@ -29,6 +29,7 @@ from jobyard.cli import app
 from jobyard.config import Config
 from jobyard.store.base import ClaimParams, JobResult, Outcome
 from jobyard.workspaces.entities import EntityStatus, NewWorkspace
+from jobyard.workspaces.store import open_workspace_store
 
 T = TypeVar("T")
 
@@ -101,8 +102,9 @@ def test_migrate_prints_the_schema_version_and_is_repeatable(store_url: str) -> 
     first = ok(cli(store_url, "migrate")).stdout.strip()
     second = ok(cli(store_url, "migrate")).stdout.strip()
     assert first == second
-    version = int(first.rsplit("schema version ", 1)[1])
-    assert version >= 1
+    engine, platform = first.split(": ", 1)[1].split(", ")
+    assert int(engine.removeprefix("schema version ")) >= 4
+    assert platform == "workspaces schema version 1"
 
 
 def test_migrate_creates_a_fresh_sqlite_file(tmp_path: Path) -> None:
@@ -515,11 +517,13 @@ def _plant(url: str) -> tuple[str, int]:
         store = open_store(url)
         try:
             queue = Queue(store)
+            queue.declare("workspace_init")
+            entities = open_workspace_store(store)
             (job,) = queue.build_jobs("workspace_init", [{"workspaceId": "ws_x"}])
-            workspace, _ = await store.create_workspace(
+            workspace, _ = await entities.create_workspace(
                 NewWorkspace(id="ws_0123456789abcdef", name="plain", template=HOSTILE_TEXT), job
             )
-            await store.set_workspace_status(
+            await entities.set_workspace_status(
                 workspace.id, EntityStatus.FAILED, expect=[EntityStatus.PENDING], error=HOSTILE_TEXT
             )
             (claimed,) = await store.claim_jobs(ClaimParams("n1", ["workspace_init"], 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -366,27 +367,32 @@ def test_timeout_for_falls_back_to_job_timeout() -> None:
 # -- Limits ------------------------------------------------------------------------------------
 
 
-def test_limits_default_to_the_seed_limits() -> None:
+def test_limits_limit_nothing_by_default() -> None:
     limits = Limits()
 
-    assert limits.limits == {"workspace_init": 5, "session_init": 10}
-    assert limits.limit_for("workspace_init") == 5
-    assert limits.limit_for("session_init") == 10
+    assert limits.limits == {}
+    assert limits.limit_for("workspace_init") is None
     assert limits.default is None
 
 
-def test_limits_add_new_types_on_top_of_the_seed() -> None:
+def test_limits_name_the_types_they_limit() -> None:
     limits = Limits({"email": 3})
 
-    assert limits.limits == {"workspace_init": 5, "session_init": 10, "email": 3}
+    assert limits.limits == {"email": 3}
     assert limits.limit_for("email") == 3
 
 
-def test_limits_override_seed_types() -> None:
-    limits = Limits({"workspace_init": 1})
+def test_the_workspace_platform_brings_its_own_limits_which_can_be_overridden(
+    tmp_path: Path,
+) -> None:
+    from jobyard.workspaces import WORKSPACE_LIMITS, build_workspace_runtime
 
-    assert limits.limit_for("workspace_init") == 1
-    assert limits.limit_for("session_init") == 10
+    assert WORKSPACE_LIMITS == {"workspace_init": 5, "session_init": 10}
+    config = Config(database_url=f"sqlite:///{tmp_path / 'j.db'}", data_dir=tmp_path)
+    default = build_workspace_runtime(config)
+    assert default.limits.limits == {"workspace_init": 5, "session_init": 10}
+    tuned = build_workspace_runtime(config, limits=Limits({"workspace_init": 1, "email": 3}))
+    assert tuned.limits.limits == {"workspace_init": 1, "session_init": 10, "email": 3}
 
 
 def test_unnamed_type_has_no_limit_by_default() -> None:
@@ -400,15 +406,14 @@ def test_unnamed_type_gets_the_given_default() -> None:
     assert limits.default == 2
     assert limits.limit_for("report") == 2
     assert limits.limit_for("email") == 3
-    assert limits.limit_for("workspace_init") == 5
 
 
 def test_limits_mapping_is_a_copy() -> None:
-    limits = Limits()
+    limits = Limits({"email": 3})
     snapshot = limits.limits
-    snapshot["workspace_init"] = 99  # type: ignore[index]
+    snapshot["email"] = 99  # type: ignore[index]
 
-    assert limits.limit_for("workspace_init") == 5
+    assert limits.limit_for("email") == 3
 
 
 def test_limits_do_not_alias_the_given_mapping() -> None:

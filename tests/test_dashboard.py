@@ -22,7 +22,8 @@ from jobyard import Config, JobStatus
 from jobyard.api import ServerSettings, create_app
 from jobyard.api.dashboard import COOKIE, sparkline
 from jobyard.model import Job
-from jobyard.runtime import Runtime, build_runtime
+from jobyard.workspaces import WorkspaceRuntime as Runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 from jobyard.workspaces.entities import EntityStatus
 
 TOKEN = "dashboard-test-token-0123456789"
@@ -318,7 +319,7 @@ async def test_forms_posted_from_another_site_are_refused(h: Harness) -> None:
     job = await h.rt.store.get_job(later.id)
     assert job is not None
     assert job.status is JobStatus.PENDING
-    assert await h.rt.store.list_workspaces() == []
+    assert await h.rt.workspace_store.list_workspaces() == []
 
     same = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
     assert (await h.client.post(f"/ui/jobs/{later.id}/cancel", headers=same)).status_code == 303
@@ -345,7 +346,7 @@ async def test_create_workspace_form_shows_the_error_and_stores_nothing(
     assert 'class="form-error"' in page
     assert escape(expected) in page
     assert "<script>alert" not in page
-    assert await h.rt.store.list_workspaces() == []
+    assert await h.rt.workspace_store.list_workspaces() == []
     assert await h.rt.store.list_jobs() == []
     # The form keeps what was typed, escaped, so it can be corrected.
     assert f'value="{escape(name)}"' in page
@@ -356,7 +357,7 @@ async def test_create_workspace_form_creates_one_that_becomes_ready(h: Harness) 
 
     assert response.status_code == 303
     assert response.headers["location"] == "/"
-    (workspace,) = await h.rt.store.list_workspaces()
+    (workspace,) = await h.rt.workspace_store.list_workspaces()
     assert workspace.name == "from-form"
     assert workspace.template is None
     await eventually(
@@ -371,7 +372,7 @@ async def test_create_workspace_form_creates_one_that_becomes_ready(h: Harness) 
 async def test_forms_must_be_urlencoded(h: Harness) -> None:
     response = await h.client.post("/ui/workspaces", json={"name": "json-ws"})
     assert response.status_code == 415
-    assert await h.rt.store.list_workspaces() == []
+    assert await h.rt.workspace_store.list_workspaces() == []
 
 
 # -- signing in ---------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ async def test_token_is_required_when_configured(h: Harness, token: str) -> None
     job = await h.rt.store.get_job(later.id)
     assert job is not None
     assert job.status is JobStatus.PENDING
-    assert await h.rt.store.list_workspaces() == []
+    assert await h.rt.workspace_store.list_workspaces() == []
 
     # The login page is open; a wrong token there sets nothing.
     assert (await client.get("/ui/login")).status_code == 200
@@ -462,5 +463,5 @@ async def _has_leader(rt: Runtime) -> bool:
 
 
 async def _workspace_in(rt: Runtime, workspace_id: str, state: EntityStatus) -> bool:
-    workspace = await rt.store.get_workspace(workspace_id)
+    workspace = await rt.workspace_store.get_workspace(workspace_id)
     return workspace is not None and workspace.status is state

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from jobyard import (
-    JOB_TYPE_WORKSPACE_INIT,
     Config,
     Dispatcher,
     Job,
@@ -23,9 +22,13 @@ from jobyard import (
     JobStatus,
     Limits,
     Queue,
-    WorkspaceInitExecutor,
 )
 from jobyard.store.base import Outcome, Store
+from jobyard.workspaces import (
+    JOB_TYPE_WORKSPACE_INIT,
+    WorkspaceInitExecutor,
+    enqueue_workspace_init,
+)
 
 FAST = {
     "job_poll_interval": 0.05,
@@ -75,7 +78,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 async def test_dispatcher_process_runs_an_enqueued_workspace_init_within_a_second(
     store: Store, queue: Queue
 ) -> None:
-    """The seed's TestDispatcher_Process, on a real store."""
+    """The Go jobs module's TestDispatcher_Process, on a real store."""
     dispatcher = Dispatcher(Config(**FAST), store, queue)
     executed: asyncio.Queue[int] = asyncio.Queue()
 
@@ -84,7 +87,7 @@ async def test_dispatcher_process_runs_an_enqueued_workspace_init_within_a_secon
 
     dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, execute)
     async with running(dispatcher):
-        job = await queue.enqueue_workspace_init("workspace-1")
+        job = await enqueue_workspace_init(queue, "workspace-1")
         assert await asyncio.wait_for(executed.get(), timeout=1.0) == job.id
 
 
@@ -125,7 +128,7 @@ async def test_bundled_workspace_executor_calls_the_service(store: Store, queue:
     dispatcher = Dispatcher(Config(**FAST), store, queue)
     dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(service))
     async with running(dispatcher):
-        await queue.enqueue_workspace_init("ws-42")
+        await enqueue_workspace_init(queue, "ws-42")
         await asyncio.wait_for(service.done.wait(), timeout=5)
     assert service.seen == ["ws-42"]
 

@@ -18,11 +18,17 @@ from jobyard import (
     JobStatus,
     PayloadError,
     PayloadTooLarge,
-    SessionInitPayload,
     UnknownJobType,
-    WorkspaceInitPayload,
 )
 from jobyard.store.base import Store
+from jobyard.workspaces import (
+    SessionInitPayload,
+    WorkspaceInitPayload,
+    enqueue_session_init,
+    enqueue_session_init_sync,
+    enqueue_workspace_init,
+    enqueue_workspace_init_sync,
+)
 
 YEAR = timedelta(days=366)
 
@@ -45,6 +51,9 @@ def queue(store: Store) -> jobyard.Queue:
     q = jobyard.Queue(store)
     q.declare("free")  # any JSON payload
     q.declare("email", Email)
+    # The workspace platform's types: real models with aliases, declared as the platform does.
+    q.declare("workspace_init", WorkspaceInitPayload)
+    q.declare("session_init", SessionInitPayload)
     return q
 
 
@@ -71,12 +80,8 @@ async def test_enqueue_of_undeclared_type_raises_unknown_job_type_and_stores_not
     await assert_nothing_stored(store)
 
 
-async def test_seed_types_are_declared_by_default(store: Store) -> None:
-    queue = jobyard.Queue(store)
-
-    assert set(queue.job_types) == {"workspace_init", "session_init"}
-    assert queue.job_types["workspace_init"].payload_model is WorkspaceInitPayload
-    assert queue.job_types["session_init"].payload_model is SessionInitPayload
+async def test_a_new_queue_declares_no_type(store: Store) -> None:
+    assert jobyard.Queue(store).job_types == {}
 
 
 @pytest.mark.parametrize(
@@ -183,12 +188,12 @@ async def test_seed_enqueue_helpers_raise_payload_error_for_a_bad_id(
 ) -> None:
     async def call() -> Job:
         if helper == "workspace":
-            return await queue.enqueue_workspace_init(bad_id)
+            return await enqueue_workspace_init(queue, bad_id)
         if helper == "session":
-            return await queue.enqueue_session_init(bad_id)
+            return await enqueue_session_init(queue, bad_id)
         if helper == "workspace_sync":
-            return await asyncio.to_thread(queue.enqueue_workspace_init_sync, bad_id)
-        return await asyncio.to_thread(queue.enqueue_session_init_sync, bad_id)
+            return await asyncio.to_thread(enqueue_workspace_init_sync, queue, bad_id)
+        return await asyncio.to_thread(enqueue_session_init_sync, queue, bad_id)
 
     with pytest.raises(PayloadError):
         await call()
@@ -200,7 +205,7 @@ async def test_seed_enqueue_helpers_raise_payload_error_for_a_bad_id(
 async def test_workspace_init_payload_serializes_as_the_seed(
     store: Store, queue: jobyard.Queue
 ) -> None:
-    job = await queue.enqueue_workspace_init("w-1")
+    job = await enqueue_workspace_init(queue, "w-1")
 
     assert job.type == "workspace_init"
     assert job.payload == {"workspaceId": "w-1"}
@@ -216,7 +221,7 @@ async def test_workspace_init_payload_serializes_as_the_seed(
 async def test_session_init_payload_serializes_as_the_seed(
     store: Store, queue: jobyard.Queue
 ) -> None:
-    job = await queue.enqueue_session_init("s-1")
+    job = await enqueue_session_init(queue, "s-1")
 
     assert job.type == "session_init"
     assert job.payload == {"sessionId": "s-1"}
@@ -505,9 +510,11 @@ def test_enqueue_sync_works_from_plain_sync_code(sqlite_url: str) -> None:
     store = jobyard.open_store(sqlite_url)
     try:
         queue = jobyard.Queue(store)
+        queue.declare("workspace_init", WorkspaceInitPayload)
+        queue.declare("session_init", SessionInitPayload)
 
         job = queue.enqueue_sync("workspace_init", {"workspaceId": "w-1"})
-        seed_job = queue.enqueue_session_init_sync("s-1")
+        seed_job = enqueue_session_init_sync(queue, "s-1")
 
         assert isinstance(job, Job)
         assert job.id > 0
@@ -525,6 +532,7 @@ def test_enqueue_sync_refuses_bad_payload_and_stores_nothing(sqlite_url: str) ->
     store = jobyard.open_store(sqlite_url)
     try:
         queue = jobyard.Queue(store)
+        queue.declare("workspace_init", WorkspaceInitPayload)
 
         with pytest.raises(PayloadError):
             queue.enqueue_sync("workspace_init", {"workspaceId": ""})
@@ -547,7 +555,7 @@ async def test_notify_func_is_called_once_per_successful_enqueue(
 
     await queue.enqueue("free", 1)
     assert len(calls) == 1
-    await queue.enqueue_workspace_init("w-1")
+    await enqueue_workspace_init(queue, "w-1")
     assert len(calls) == 2
     await queue.enqueue_many("free", [1, 2, 3])
     assert len(calls) == 3

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobyard import Config, JobStatus, NotFound, PayloadError
-from jobyard.runtime import Runtime, build_runtime
+from jobyard.workspaces import WorkspaceRuntime as Runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 from jobyard.workspaces.entities import EntityStatus
 
 FAST = {
@@ -38,7 +39,9 @@ async def rt(store_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
 
 async def settled(rt: Runtime, kind: str, entity_id: str, within: float = 10.0) -> EntityStatus:
     """Wait until a workspace or session reaches ready or failed (it is another task's work)."""
-    get = rt.store.get_workspace if kind == "workspace" else rt.store.get_session
+    get = (
+        rt.workspace_store.get_workspace if kind == "workspace" else rt.workspace_store.get_session
+    )
     deadline = time.monotonic() + within
     while True:
         entity = await get(entity_id)
@@ -107,12 +110,12 @@ async def test_missing_template_fails_then_a_retry_after_the_fix_succeeds(rt: Ru
     workspace, job = await rt.workspaces.create("broken", "not-there")
     session, _ = await rt.sessions.create(workspace.id)
     assert await settled(rt, "workspace", workspace.id) is EntityStatus.FAILED
-    failed = await rt.store.get_workspace(workspace.id)
+    failed = await rt.workspace_store.get_workspace(workspace.id)
     assert failed is not None
     assert failed.error is not None
     assert "'not-there' does not exist" in failed.error
     assert await settled(rt, "session", session.id) is EntityStatus.FAILED
-    failed_session = await rt.store.get_session(session.id)
+    failed_session = await rt.workspace_store.get_session(session.id)
     assert failed_session is not None
     assert failed_session.error is not None
     assert f"workspace {workspace.id} failed" in failed_session.error
@@ -133,7 +136,7 @@ async def test_initialize_is_idempotent(rt: Runtime) -> None:
     before = meta.read_text()
     await rt.workspaces.initialize(workspace.id)
     assert meta.read_text() == before
-    again = await rt.store.get_workspace(workspace.id)
+    again = await rt.workspace_store.get_workspace(workspace.id)
     assert again is not None
     assert again.status is EntityStatus.READY
 
@@ -142,7 +145,7 @@ async def test_session_of_a_missing_workspace_stores_nothing(rt: Runtime) -> Non
     with pytest.raises(NotFound):
         await rt.sessions.create("ws_does_not_exist")
     assert await rt.store.list_jobs() == []
-    assert await rt.store.list_sessions() == []
+    assert await rt.workspace_store.list_sessions() == []
 
 
 @pytest.mark.parametrize(
@@ -151,7 +154,7 @@ async def test_session_of_a_missing_workspace_stores_nothing(rt: Runtime) -> Non
 async def test_template_paths_that_could_escape_are_refused(rt: Runtime, template: str) -> None:
     with pytest.raises(PayloadError):
         await rt.workspaces.create("escape", template)
-    assert await rt.store.list_workspaces() == []
+    assert await rt.workspace_store.list_workspaces() == []
     assert await rt.store.list_jobs() == []
 
 
@@ -163,7 +166,7 @@ async def test_template_names_with_control_characters_are_refused(
 ) -> None:
     with pytest.raises(PayloadError, match="control characters"):
         await rt.workspaces.create("ctl", template)
-    assert await rt.store.list_workspaces() == []
+    assert await rt.workspace_store.list_workspaces() == []
     assert await rt.store.list_jobs() == []
 
 
@@ -180,4 +183,4 @@ async def test_template_symlink_leading_outside_is_refused(rt: Runtime, tmp_path
 async def test_unsafe_workspace_names_are_refused(rt: Runtime, name: str) -> None:
     with pytest.raises(PayloadError, match="safe directory name"):
         await rt.workspaces.create(name)
-    assert await rt.store.list_workspaces() == []
+    assert await rt.workspace_store.list_workspaces() == []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobyard import Config
-from jobyard.runtime import build_runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 from jobyard.workspaces.entities import EntityStatus
 from jobyard.workspaces.staging import LOCK_SUFFIX, staging_folder, sweep
 from tests.test_services import FAST, settled

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from jobyard import Config, JobStatus
-from jobyard.runtime import Runtime, build_runtime
+from jobyard.workspaces import WorkspaceRuntime as Runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 from jobyard.workspaces.entities import EntityStatus
 from tests.test_services import FAST, job_reaches, settled
 
@@ -87,7 +88,7 @@ async def workspace_fails(rt: Runtime, tmp_path: Path, template: str) -> str:
     error and no folder of its own. Returns the error."""
     workspace, _ = await rt.workspaces.create("attempt", template)
     assert await settled(rt, "workspace", workspace.id) is EntityStatus.FAILED
-    failed = await rt.store.get_workspace(workspace.id)
+    failed = await rt.workspace_store.get_workspace(workspace.id)
     assert failed is not None
     assert failed.error is not None
     assert str(tmp_path) not in failed.error
@@ -110,7 +111,7 @@ async def test_template_with_a_jobyard_link_is_refused_and_its_session_fails(
     session, _ = await rt.sessions.create(workspace.id)
     assert await settled(rt, "workspace", workspace.id) is EntityStatus.FAILED
     assert await settled(rt, "session", session.id) is EntityStatus.FAILED
-    failed = await rt.store.get_workspace(workspace.id)
+    failed = await rt.workspace_store.get_workspace(workspace.id)
     assert failed is not None
     assert failed.error is not None
     assert "template 'evil'" in failed.error
@@ -150,7 +151,7 @@ async def test_session_refuses_a_link_planted_in_a_ready_workspace(
     (root / planted).symlink_to(outside.folder)
     session, _ = await rt.sessions.create(workspace.id)
     assert await settled(rt, "session", session.id) is EntityStatus.FAILED
-    failed = await rt.store.get_session(session.id)
+    failed = await rt.workspace_store.get_session(session.id)
     assert failed is not None
     assert failed.error is not None
     assert f"workspace {workspace.id}: '{planted}' is a link or not a folder" in failed.error

@@ -3,6 +3,7 @@
 The public API. Everything else is internal and may change.
 """
 
+from jobyard.admin import JobAction, JobAdmin
 from jobyard.config import Config
 from jobyard.dispatcher import Dispatcher, Executor, JobContext, Limits
 from jobyard.model import (
@@ -24,24 +25,17 @@ from jobyard.node import run_node
 from jobyard.queue import Queue
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import Store, open_store
-from jobyard.store.base import JobFilter
-from jobyard.workspaces.executors import SessionInitExecutor, WorkspaceInitExecutor
-from jobyard.workspaces.payloads import (
-    JOB_TYPE_SESSION_INIT,
-    JOB_TYPE_WORKSPACE_INIT,
-    SessionInitPayload,
-    WorkspaceInitPayload,
-)
+from jobyard.store.records import JobFilter, Outcome
 
 __all__ = [
-    "JOB_TYPE_SESSION_INIT",
-    "JOB_TYPE_WORKSPACE_INIT",
     "ClusterStatus",
     "Config",
     "ConfigError",
     "Dispatcher",
     "Executor",
     "Job",
+    "JobAction",
+    "JobAdmin",
     "JobContext",
     "JobFilter",
     "JobNotFound",
@@ -49,19 +43,16 @@ __all__ = [
     "JobyardError",
     "Limits",
     "NotFound",
+    "Outcome",
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
     "Queue",
-    "SessionInitExecutor",
-    "SessionInitPayload",
     "Snooze",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "UnknownJobType",
-    "WorkspaceInitExecutor",
-    "WorkspaceInitPayload",
     "cluster_status",
     "open_store",
     "run_node",

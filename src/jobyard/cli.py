@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
@@ -52,15 +51,19 @@ from jobyard.model import (
     NotFound,
     PayloadError,
     StoreError,
+    StoreUnavailable,
     UnknownJobType,
 )
 from jobyard.node import run_node
-from jobyard.runtime import Runtime, build_runtime
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import open_store
 from jobyard.store.base import JobFilter, Store
 from jobyard.workspaces.entities import EntityStatus, Session, Workspace
 from jobyard.workspaces.paths import session_dir, workspace_dir
+from jobyard.workspaces.runtime import WORKSPACE_LIMITS
+from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
+from jobyard.workspaces.runtime import build_workspace_runtime as build_runtime
+from jobyard.workspaces.store import open_workspace_store
 
 __all__ = ["app", "main"]
 
@@ -124,14 +127,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) or "unknown error"
 
 
-def _is_database_error(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):
-        return True
-    # Only look at psycopg if something already imported it: it is an optional extra.
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.Error)
-
-
 def _describe(exc: Exception) -> tuple[str, int]:
     """The one-line message and exit code for `exc`."""
     if isinstance(exc, CliError):
@@ -140,8 +135,6 @@ def _describe(exc: Exception) -> tuple[str, int]:
         return str(exc), EXIT_USAGE  # refused before anything was written
     if isinstance(exc, JobyardError):
         return str(exc), EXIT_FAILED
-    if _is_database_error(exc):
-        return f"database error: {exc}", EXIT_FAILED
     if isinstance(exc, OSError):
         return str(exc), EXIT_FAILED
     return (
@@ -263,22 +256,18 @@ async def _preflight(url: str) -> None:
     """Fail fast, with the address in the message, when PostgreSQL cannot be reached.
 
     The stores open lazily and the PostgreSQL pool keeps retrying for 30 s before it gives up;
-    one direct connection with a short timeout turns a typo into an immediate clear error.
-    (SQLite needs no check: the store creates the file and its folder on first use.)
+    a store that waits 5 s at most turns a typo into an immediate clear error. (SQLite needs no
+    check: the store creates the file and its folder on first use.)
     """
     if not url.startswith(("postgresql://", "postgres://")):
         return
+    store = open_store(url, auto_migrate=False, open_timeout=5.0, min_size=1, max_size=1)
     try:
-        import psycopg
-    except ImportError:
-        raise StoreError(
-            "PostgreSQL support is not installed: pip install 'jobyard[postgres]'"
-        ) from None
-    try:
-        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5, autocommit=True)
-    except psycopg.Error as exc:
-        raise CliError(f"cannot connect to {_redact(url)}: {exc}") from None
-    await conn.close()
+        await store.now()
+    except StoreUnavailable as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await store.close()
 
 
 @contextlib.contextmanager
@@ -290,7 +279,7 @@ def _naming_the_database(url: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, StoreError) or _is_database_error(exc):
+        if isinstance(exc, StoreError):
             raise CliError(f"database error on {_redact(url)}: {exc}") from exc
         if isinstance(exc, OSError) and url.startswith("sqlite://"):
             raise CliError(f"cannot use {url}: {exc}") from exc
@@ -783,16 +772,20 @@ def migrate(ctx: typer.Context) -> None:
     Nodes and commands also migrate on first use; run this to do it at a time you choose.
     """
     config = _config(ctx)
-    version = _run(_migrate(config))
-    typer.echo(f"{_redact(config.database_url)}: schema version {version}")
+    version, platform = _run(_migrate(config))
+    typer.echo(
+        f"{_redact(config.database_url)}: schema version {version}, "
+        f"workspaces schema version {platform}"
+    )
 
 
-async def _migrate(config: Config) -> int:
+async def _migrate(config: Config) -> tuple[int, int]:
+    """The engine's tables, then the workspace platform's (each its own migration line)."""
     await _preflight(config.database_url)
     store = open_store(config.database_url, auto_migrate=False)
     with _naming_the_database(config.database_url):
         try:
-            return await store.migrate()
+            return await store.migrate(), await open_workspace_store(store).migrate()
         finally:
             await store.close()
 
@@ -1069,7 +1062,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 async def _status(config: Config) -> ClusterStatus:
     async with _opened_store(config) as store:
-        return await cluster_status(store, Limits())
+        return await cluster_status(store, Limits(WORKSPACE_LIMITS))
 
 
 # -- commands: workspaces and sessions -------------------------------------------------------
@@ -1123,13 +1116,14 @@ async def _create_workspace(
                 job_id=job.id,
                 job_type=job.type,
                 seconds=plan.seconds,
-                entity=lambda: store.get_workspace(workspace.id),
+                entity=lambda: runtime.workspace_store.get_workspace(workspace.id),
                 node=node,
             )
         console.print(
             f"{label} ready in {_text(str(workspace_dir(config.data_dir, workspace.id)))}"
         )
-        return (await store.get_workspace(workspace.id)) or workspace, await _latest_job(store, job)
+        latest = await runtime.workspace_store.get_workspace(workspace.id)
+        return latest or workspace, await _latest_job(store, job)
 
 
 @sessions_app.command("create")
@@ -1173,12 +1167,13 @@ async def _create_session(
                 job_id=job.id,
                 job_type=job.type,
                 seconds=plan.seconds,
-                entity=lambda: store.get_session(session.id),
+                entity=lambda: runtime.workspace_store.get_session(session.id),
                 node=node,
             )
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
         console.print(f"{label} ready in {_text(str(folder))}")
-        return (await store.get_session(session.id)) or session, await _latest_job(store, job)
+        latest = await runtime.workspace_store.get_session(session.id)
+        return latest or session, await _latest_job(store, job)
 
 
 async def _latest_job(store: Store, job: Job) -> Job:
@@ -1189,10 +1184,11 @@ async def _latest_job(store: Store, job: Job) -> Job:
 
 async def _get_entity(config: Config, kind: str, entity_id: str) -> Workspace | Session:
     async with _opened_store(config) as store:
+        entities = open_workspace_store(store)
         found: Workspace | Session | None = (
-            await store.get_workspace(entity_id)
+            await entities.get_workspace(entity_id)
             if kind == "workspace"
-            else await store.get_session(entity_id)
+            else await entities.get_session(entity_id)
         )
     if found is None:
         raise NotFound(f"{kind} {entity_id!r} does not exist")

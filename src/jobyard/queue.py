@@ -26,12 +26,6 @@ from jobyard.config import Config
 from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
 from jobyard.store.ports import QueueStore
 from jobyard.store.records import NewJob
-from jobyard.workspaces.payloads import (
-    JOB_TYPE_SESSION_INIT,
-    JOB_TYPE_WORKSPACE_INIT,
-    SessionInitPayload,
-    WorkspaceInitPayload,
-)
 
 __all__ = ["JOB_TYPE_PATTERN", "MAX_ATTEMPTS", "JobTypeSpec", "Queue"]
 
@@ -81,8 +75,6 @@ class Queue:
         self._types: dict[str, JobTypeSpec] = {}
         self._notify: Callable[[], None] | None = None
         self._lock = threading.Lock()
-        self.declare(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitPayload)
-        self.declare(JOB_TYPE_SESSION_INIT, SessionInitPayload)
 
     # -- job types -------------------------------------------------------------------------
     def declare(self, job_type: str, payload_model: type[BaseModel] | None = None) -> JobTypeSpec:
@@ -281,20 +273,6 @@ class Queue:
         if jobs:
             self.notify_enqueued()
         return jobs
-
-    async def enqueue_workspace_init(self, workspace_id: str, *, conn: Any = None) -> Job:
-        """The seed's `EnqueueWorkspaceInit`: payload `{"workspaceId": workspace_id}`."""
-        return await self.enqueue(JOB_TYPE_WORKSPACE_INIT, {"workspaceId": workspace_id}, conn=conn)
-
-    async def enqueue_session_init(self, session_id: str, *, conn: Any = None) -> Job:
-        """The seed's `EnqueueSessionInit`: payload `{"sessionId": session_id}`."""
-        return await self.enqueue(JOB_TYPE_SESSION_INIT, {"sessionId": session_id}, conn=conn)
-
-    def enqueue_workspace_init_sync(self, workspace_id: str, *, conn: Any = None) -> Job:
-        return self.enqueue_sync(JOB_TYPE_WORKSPACE_INIT, {"workspaceId": workspace_id}, conn=conn)
-
-    def enqueue_session_init_sync(self, session_id: str, *, conn: Any = None) -> Job:
-        return self.enqueue_sync(JOB_TYPE_SESSION_INIT, {"sessionId": session_id}, conn=conn)
 
 
 def _resolve_run_at(run_at: datetime | timedelta | None) -> datetime | None:

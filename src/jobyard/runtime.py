@@ -1,7 +1,8 @@
-"""Wiring: one store, queue, dispatcher and the two services, built from a Config.
+"""Wiring: one store, queue, dispatcher and admin door, built from a Config.
 
-The HTTP server, the CLI and `make run` all assemble a node the same way through
-`build_runtime`, so what runs in production is what the tests run.
+Applications built on the engine add their own parts on top (the workspace platform does, in
+`jobyard.workspaces.runtime`), so what runs in production is assembled the same way the tests
+assemble it.
 """
 
 from __future__ import annotations
@@ -14,43 +15,35 @@ from jobyard.dispatcher.dispatcher import Dispatcher
 from jobyard.dispatcher.limits import Limits
 from jobyard.queue import Queue
 from jobyard.store import open_store
-from jobyard.store.base import Store
-from jobyard.workspaces.executors import SessionInitExecutor, WorkspaceInitExecutor
-from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
-from jobyard.workspaces.session import SessionService
-from jobyard.workspaces.workspace import WorkspaceService
+from jobyard.store.ports import Store
 
 __all__ = ["Runtime", "build_runtime"]
 
 
 @dataclass
 class Runtime:
+    """A node's parts. The dispatcher serves what is registered on it before it starts."""
+
     config: Config
     store: Store
     queue: Queue
     limits: Limits
     dispatcher: Dispatcher
-    workspaces: WorkspaceService
-    sessions: SessionService
     admin: JobAdmin
+
+    async def migrate(self) -> None:
+        """Create or upgrade the tables this node uses (the engine's)."""
+        await self.store.migrate()
 
     async def close(self) -> None:
         await self.store.close()
 
 
 def build_runtime(config: Config, *, limits: Limits | None = None) -> Runtime:
-    """A node serving the seed's job types, on the store that `config.database_url` names."""
+    """A node on the store that `config.database_url` names, serving no job type yet."""
     limits = limits if limits is not None else Limits()
     store = open_store(config.database_url)
     queue = Queue(store, config=config)
     dispatcher = Dispatcher(config, store, queue, limits)
-    workspaces = WorkspaceService(store, queue, config.data_dir, config.templates_path)
-    # Every node is assembled here before it starts (so are CLI commands): the moment to clear
-    # what builds killed on this host left behind. Safe at any time, as no live build's folder
-    # is ever touched.
-    workspaces.sweep_staging()
-    sessions = SessionService(store, queue, config.data_dir)
-    dispatcher.register_executor(JOB_TYPE_WORKSPACE_INIT, WorkspaceInitExecutor(workspaces))
-    dispatcher.register_executor(JOB_TYPE_SESSION_INIT, SessionInitExecutor(sessions))
     admin = JobAdmin(store, limits=limits, on_requeue=queue.notify_enqueued)
-    return Runtime(config, store, queue, limits, dispatcher, workspaces, sessions, admin)
+    return Runtime(config, store, queue, limits, dispatcher, admin)

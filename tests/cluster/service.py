@@ -15,7 +15,7 @@ from jobyard import Config
 from jobyard.api.server import serve
 from jobyard.api.settings import ServerSettings
 from jobyard.node import run_node
-from jobyard.runtime import build_runtime
+from jobyard.workspaces import build_workspace_runtime as build_runtime
 
 
 async def work(config: Config) -> None:

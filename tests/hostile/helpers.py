@@ -95,8 +95,6 @@ def wipe_jobs_and_nodes(url: str) -> None:
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM jobyard_sessions")
-            conn.execute("DELETE FROM jobyard_workspaces")
             conn.execute("DELETE FROM jobyard_jobs")
             conn.execute("DELETE FROM jobyard_nodes")
             conn.execute("DELETE FROM jobyard_leader")
@@ -106,7 +104,7 @@ def wipe_jobs_and_nodes(url: str) -> None:
         return
     # DELETE, not TRUNCATE: on tables this small it is many times faster.
     with psycopg.connect(url) as pconn, pconn.transaction():
-        for table in ("jobyard_sessions", "jobyard_workspaces", "jobyard_jobs", "jobyard_nodes"):
+        for table in ("jobyard_jobs", "jobyard_nodes"):
             pconn.execute(f"DELETE FROM {table}")
         pconn.execute("DELETE FROM jobyard_leader")
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 
-import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -43,7 +40,7 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.store.migrate()
+        await runtime.migrate()
         node = asyncio.create_task(runtime.dispatcher.start()) if run_worker else None
         if node is not None:
             node.add_done_callback(_report_node_exit)
@@ -99,9 +96,6 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(StoreError)
-    @app.exception_handler(sqlite3.Error)
-    @app.exception_handler(psycopg.Error)
-    @app.exception_handler(PoolTimeout)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database, not the caller, is at fault: a 503 the client may retry.
         log.warning("database error on %s %s: %s", request.method, request.url.path, exc)

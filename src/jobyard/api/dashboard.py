@@ -30,10 +30,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from jobyard.admin import JobAction
 from jobyard.api.security import bearer, session_value, token_matches
 from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
-from jobyard.runtime import Runtime
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store.base import JobFilter
 from jobyard.workspaces.entities import Session, Workspace
+from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
 __all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
 
@@ -192,8 +192,8 @@ async def snapshot(rt: Runtime) -> Snapshot:
         this_node=rt.dispatcher.node_id,
         failures=await store.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
         jobs=await store.list_jobs(JobFilter(limit=RECENT_JOBS)),
-        workspaces=await store.list_workspaces(limit=RECENT_ENTITIES),
-        sessions=await store.list_sessions(limit=RECENT_ENTITIES),
+        workspaces=await rt.workspace_store.list_workspaces(limit=RECENT_ENTITIES),
+        sessions=await rt.workspace_store.list_sessions(limit=RECENT_ENTITIES),
         throughput=sparkline(await store.finished_per_minute(since), now),
     )
 

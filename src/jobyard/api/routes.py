@@ -33,8 +33,8 @@ from jobyard.model import (
     PayloadTooLarge,
     UnknownJobType,
 )
-from jobyard.runtime import Runtime
 from jobyard.store.base import JobFilter
+from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
 __all__ = ["api", "health"]
 
@@ -108,12 +108,12 @@ async def create_workspace(body: WorkspaceCreate, rt: Rt) -> WorkspaceCreated:
 async def list_workspaces(
     rt: Rt, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50
 ) -> list[WorkspaceOut]:
-    return [WorkspaceOut.of(w) for w in await rt.store.list_workspaces(limit=limit)]
+    return [WorkspaceOut.of(w) for w in await rt.workspace_store.list_workspaces(limit=limit)]
 
 
 @api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut, responses=_documented(404))
 async def get_workspace(workspace_id: EntityId, rt: Rt) -> WorkspaceOut:
-    workspace = await rt.store.get_workspace(workspace_id)
+    workspace = await rt.workspace_store.get_workspace(workspace_id)
     if workspace is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"workspace {workspace_id!r} does not exist")
     return WorkspaceOut.of(workspace)
@@ -136,7 +136,7 @@ async def create_session(workspace_id: EntityId, rt: Rt) -> SessionCreated:
 
 @api.get("/sessions/{session_id}", response_model=SessionOut, responses=_documented(404))
 async def get_session(session_id: EntityId, rt: Rt) -> SessionOut:
-    session = await rt.store.get_session(session_id)
+    session = await rt.workspace_store.get_session(session_id)
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id!r} does not exist")
     return SessionOut.of(session)

@@ -9,7 +9,7 @@ import uvicorn
 from jobyard.api.app import create_app
 from jobyard.api.settings import ServerSettings
 from jobyard.config import Config
-from jobyard.runtime import build_runtime
+from jobyard.workspaces.runtime import build_workspace_runtime
 
 __all__ = ["serve"]
 
@@ -20,7 +20,7 @@ def serve(config: Config, settings: ServerSettings, *, run_worker: bool = True) 
     """Serve the API and dashboard (and, with `run_worker`, a worker node) until SIGINT or
     SIGTERM; uvicorn then stops the app, which drains the node."""
     settings.check_exposure()
-    runtime = build_runtime(config)
+    runtime = build_workspace_runtime(config)
     app = create_app(runtime, settings, run_worker=run_worker)
     uvicorn.run(
         app,

@@ -1,8 +1,8 @@
 """Limits: how many jobs of each type may run at once, across the whole cluster.
 
-`Limits()` is the seed's `NewLimits()`. The dispatcher does not count against these in memory: it
-passes them to the store's claim, which counts running jobs in the database under a per-type lock,
-so the limit holds for every node together.
+The dispatcher does not count against these in memory: it passes them to the store's claim,
+which counts running jobs in the database under a per-type lock, so the limit holds for every
+node together.
 """
 
 from __future__ import annotations
@@ -10,27 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from jobyard.model import ConfigError
-from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
 
-__all__ = ["SEED_LIMITS", "Limits"]
-
-SEED_LIMITS: Mapping[str, int] = {JOB_TYPE_WORKSPACE_INIT: 5, JOB_TYPE_SESSION_INIT: 10}
+__all__ = ["Limits"]
 
 
 class Limits:
     """Per-type cluster-wide concurrency limits.
 
-    `Limits()` gives the seed's limits (`workspace_init` 5, `session_init` 10).
-    `Limits({"email": 3})` adds or overrides types on top of those. A type that is not named gets
-    `default`, which is `None` (no cluster-wide limit; only each node's `concurrency` bounds it)
-    unless you give a number.
+    `Limits()` limits nothing: every type is bounded only by each node's `concurrency`.
+    `Limits({"email": 3})` lets at most 3 `email` jobs run at once in the whole cluster. A type
+    that is not named gets `default`, which is `None` (no cluster-wide limit) unless you give a
+    number.
     """
 
     __slots__ = ("_default", "_limits")
 
     def __init__(self, limits: Mapping[str, int] | None = None, *, default: int | None = None):
-        merged = dict(SEED_LIMITS)
-        merged.update(limits or {})
+        merged = dict(limits or {})
         for job_type, limit in merged.items():
             _check(f"limit for {job_type!r}", limit)
         if default is not None:
@@ -40,7 +36,7 @@ class Limits:
 
     @property
     def limits(self) -> Mapping[str, int]:
-        """The explicitly named limits (the seed's `Limits.Limits` map)."""
+        """The explicitly named limits."""
         return dict(self._limits)
 
     @property

@@ -21,11 +21,12 @@ from pathlib import Path
 from jobyard.dispatcher.executor import in_thread
 from jobyard.model import Job, PermanentError, Snooze
 from jobyard.queue import Queue
-from jobyard.store.base import Store
+from jobyard.store.ports import AdminStore
 from jobyard.workspaces import confined
 from jobyard.workspaces.entities import EntityStatus, NewSession, Session
 from jobyard.workspaces.paths import session_parts, workspace_dir
 from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT
+from jobyard.workspaces.store import WorkspaceStore
 
 __all__ = ["SessionService"]
 
@@ -35,9 +36,11 @@ _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAIL
 
 @dataclass
 class SessionService:
-    store: Store
+    store: WorkspaceStore
     queue: Queue
     data_dir: Path
+    # Where its workspace's init job is read, to tell a failed workspace that will be retried.
+    jobs: AdminStore
     # How long a session waits for its workspace to become ready before it gives up.
     workspace_wait: timedelta = timedelta(hours=1)
     poll_seconds: float = 0.5
@@ -90,7 +93,7 @@ class SessionService:
         """A failed workspace whose init job still has attempts left may yet become ready."""
         if job_id is None:
             return True
-        job = await self.store.get_job(job_id)
+        job = await self.jobs.get_job(job_id)
         return job is None or job.status.is_final
 
     async def _fail(self, session: Session, reason: str) -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 from jobyard.dispatcher.executor import in_thread
 from jobyard.model import Job, PayloadError, PermanentError
 from jobyard.queue import Queue
-from jobyard.store.base import Store
 from jobyard.workspaces import confined, templates
 from jobyard.workspaces.entities import NAME_PATTERN, EntityStatus, NewWorkspace, Workspace
 from jobyard.workspaces.paths import (
@@ -41,6 +40,7 @@ from jobyard.workspaces.paths import (
 )
 from jobyard.workspaces.payloads import JOB_TYPE_WORKSPACE_INIT
 from jobyard.workspaces.staging import staging_folder, sweep
+from jobyard.workspaces.store import WorkspaceStore
 
 __all__ = ["WorkspaceService"]
 
@@ -51,7 +51,7 @@ _REENTRANT = (EntityStatus.PENDING, EntityStatus.INITIALIZING, EntityStatus.FAIL
 
 @dataclass
 class WorkspaceService:
-    store: Store
+    store: WorkspaceStore
     queue: Queue
     data_dir: Path
     templates_dir: Path

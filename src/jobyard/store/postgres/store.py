@@ -15,11 +15,11 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from jobyard.model import Job, JobStatus, NotFound, StoreError, StoreUnavailable
+from jobyard.model import Job, JobStatus, StoreError, StoreUnavailable
 from jobyard.store.base import (
     CHANNEL_JOBS,
     CHANNEL_LEADER,
@@ -33,13 +33,6 @@ from jobyard.store.base import (
 from jobyard.store.errors import translate_errors
 from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
-from jobyard.workspaces.entities import (
-    EntityStatus,
-    NewSession,
-    NewWorkspace,
-    Session,
-    Workspace,
-)
 
 try:
     import psycopg
@@ -50,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "PostgreSQL support needs the 'postgres' extra: pip install 'jobyard[postgres]'"
     ) from exc
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "translate_driver_error"]
 
 log = logging.getLogger("jobyard.store.postgres")
 
@@ -166,32 +159,7 @@ async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
     return row
 
 
-def _workspace(row: Sequence[Any]) -> Workspace:
-    return Workspace(
-        id=row[0],
-        name=row[1],
-        template=row[2],
-        status=EntityStatus(row[3]),
-        error=row[4],
-        job_id=row[5],
-        created_at=row[6],
-        updated_at=row[7],
-    )
-
-
-def _session(row: Sequence[Any]) -> Session:
-    return Session(
-        id=row[0],
-        workspace_id=row[1],
-        status=EntityStatus(row[2]),
-        error=row[3],
-        job_id=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-    )
-
-
-def _translate(exc: BaseException) -> StoreError:
+def translate_driver_error(exc: BaseException) -> StoreError:
     """A psycopg error as jobyard's: connection problems (refused, lost, pool timeout, server
     shutting down) may pass on a retry; anything else is the database refusing the request."""
     message = " ".join(str(exc).split()) or type(exc).__name__
@@ -200,7 +168,7 @@ def _translate(exc: BaseException) -> StoreError:
     return StoreError(f"PostgreSQL: {message}")
 
 
-@translate_errors((psycopg.Error,), _translate)
+@translate_errors((psycopg.Error,), translate_driver_error)
 class PostgresStore(StoreBase):
     """A `Store` on PostgreSQL (psycopg 3)."""
 
@@ -254,6 +222,26 @@ class PostgresStore(StoreBase):
 
     def __repr__(self) -> str:
         return f"PostgresStore({psycopg.conninfo.make_conninfo(self.url, password='***')!r})"
+
+    @property
+    def address(self) -> str:
+        """`host:port/dbname` of the server, without user or password, for messages."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return "(an unreadable URL)"
+        host = str(info.get("host") or "localhost")
+        return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+
+    async def _why_unreachable(self) -> str | None:
+        """The driver's own reason a connection fails (refused, unknown database, bad
+        password...), which the pool's timeout does not say."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=5)
+        except psycopg.Error as exc:
+            return " ".join(str(exc).split()) or type(exc).__name__
+        await conn.close()
+        return None
 
     def application_name(self, role: str) -> str:
         """`jobyard:<node>:<role>`, as shown in pg_stat_activity (at most 63 bytes)."""
@@ -312,7 +300,11 @@ class PostgresStore(StoreBase):
             try:
                 await self._pool.open(wait=True, timeout=self._open_timeout)
             except Exception as exc:
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+                await self._pool.close()  # or it keeps trying in the background
+                reason = await self._why_unreachable() or str(exc)
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL at {self.address}: {reason}"
+                ) from exc
             if self._auto_migrate and not self._migrated:
                 await asyncio.to_thread(self._migrate_sync)
             self._opened = True
@@ -335,6 +327,18 @@ class PostgresStore(StoreBase):
         async with self._pool.connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
+
+    # -- for applications with tables of their own -------------------------------------------
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of the store's pool, in autocommit mode, for an application that keeps
+        its own tables in the same database: in `conn.transaction()`, `enqueue(...,
+        conn=conn)` makes its rows and its jobs commit together. Errors inside the block are
+        the driver's own: translate them with `translate_driver_error`."""
+        if not self._opened:
+            await self._open()
+        async with self._pool.connection() as conn:
+            yield conn
 
     # -- what StoreBase builds on ------------------------------------------------------------
     _queries = _Q
@@ -639,98 +643,6 @@ class PostgresStore(StoreBase):
             results, ClaimParams(node_id="", job_types=(), max_jobs=0, now=now)
         )
         return applied
-
-    # -- workspaces and sessions -------------------------------------------------------------
-    async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
-        if not self._opened:
-            await self._open()
-        async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(*self._insert([job], self._notify_enabled))
-            (created,) = _inserted([job], [await _one(cursor)])
-            cursor = await conn.execute(
-                _Q["insert_workspace"],
-                {
-                    "id": workspace.id,
-                    "name": workspace.name,
-                    "template": workspace.template,
-                    "job_id": created.id,
-                },
-            )
-            return _workspace(await _one(cursor)), created
-
-    async def create_session(self, session: NewSession, job: NewJob) -> tuple[Session, Job]:
-        if not self._opened:
-            await self._open()
-        async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(*self._insert([job], self._notify_enabled))
-            (created,) = _inserted([job], [await _one(cursor)])
-            cursor = await conn.execute(
-                _Q["insert_session"],
-                {"id": session.id, "workspace_id": session.workspace_id, "job_id": created.id},
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                # Raising inside the transaction block rolls the job back too.
-                raise NotFound(f"workspace {session.workspace_id!r} does not exist")
-            return _session(row), created
-
-    async def get_workspace(self, workspace_id: str) -> Workspace | None:
-        rows = await self._fetch(_Q["get_workspace"], {"id": workspace_id})
-        return _workspace(rows[0]) if rows else None
-
-    async def get_session(self, session_id: str) -> Session | None:
-        rows = await self._fetch(_Q["get_session"], {"id": session_id})
-        return _session(rows[0]) if rows else None
-
-    async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]:
-        return [_workspace(r) for r in await self._fetch(_Q["list_workspaces"], {"limit": limit})]
-
-    async def list_sessions(
-        self, *, workspace_id: str | None = None, limit: int = 50
-    ) -> list[Session]:
-        params = {"workspace_id": workspace_id, "limit": limit}
-        return [_session(r) for r in await self._fetch(_Q["list_sessions"], params)]
-
-    async def _set_status(
-        self,
-        query: str,
-        entity_id: str,
-        status: EntityStatus,
-        expect: Sequence[EntityStatus],
-        error: str | None,
-    ) -> Any:
-        params = {
-            "id": entity_id,
-            "status": status.value,
-            "error": error,
-            "expect": [e.value for e in expect],
-        }
-        rows = await self._fetch(query, params)
-        return rows[0] if rows else None
-
-    async def set_workspace_status(
-        self,
-        workspace_id: str,
-        status: EntityStatus,
-        *,
-        expect: Sequence[EntityStatus],
-        error: str | None = None,
-    ) -> Workspace | None:
-        row = await self._set_status(
-            _Q["set_workspace_status"], workspace_id, status, expect, error
-        )
-        return None if row is None else _workspace(row)
-
-    async def set_session_status(
-        self,
-        session_id: str,
-        status: EntityStatus,
-        *,
-        expect: Sequence[EntityStatus],
-        error: str | None = None,
-    ) -> Session | None:
-        row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
-        return None if row is None else _session(row)
 
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(

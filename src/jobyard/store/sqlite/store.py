@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from jobyard.model import Job, NotFound, StoreError, StoreUnavailable
+from jobyard.model import Job, StoreError, StoreUnavailable
 from jobyard.store.base import (
     CHANNEL_LEADER,
     ClaimParams,
@@ -40,15 +40,8 @@ from jobyard.store.base import (
 from jobyard.store.errors import translate_errors
 from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
-from jobyard.workspaces.entities import (
-    EntityStatus,
-    NewSession,
-    NewWorkspace,
-    Session,
-    Workspace,
-)
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "translate_driver_error"]
 
 T = TypeVar("T")
 
@@ -64,31 +57,6 @@ def _ts(value: datetime | None) -> float:
 
 def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
-
-
-def _workspace(row: Sequence[Any]) -> Workspace:
-    return Workspace(
-        id=row[0],
-        name=row[1],
-        template=row[2],
-        status=EntityStatus(row[3]),
-        error=row[4],
-        job_id=row[5],
-        created_at=_dt(row[6]),
-        updated_at=_dt(row[7]),
-    )
-
-
-def _session(row: Sequence[Any]) -> Session:
-    return Session(
-        id=row[0],
-        workspace_id=row[1],
-        status=EntityStatus(row[2]),
-        error=row[3],
-        job_id=row[4],
-        created_at=_dt(row[5]),
-        updated_at=_dt(row[6]),
-    )
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
@@ -168,7 +136,7 @@ def _split_statements(script: str) -> list[str]:
 _UNAVAILABLE: Final = ("locked", "busy", "unable to open", "disk i/o")
 
 
-def _translate(exc: BaseException) -> StoreError:
+def translate_driver_error(exc: BaseException) -> StoreError:
     """A sqlite3 error as jobyard's: busy or unreachable files may work on a retry."""
     text = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
@@ -176,7 +144,7 @@ def _translate(exc: BaseException) -> StoreError:
     return StoreError(f"SQLite: {text}")
 
 
-@translate_errors((sqlite3.Error,), _translate)
+@translate_errors((sqlite3.Error,), translate_driver_error)
 class SQLiteStore(StoreBase):
     """A `Store` on one SQLite file. Several processes may share the file."""
 
@@ -294,6 +262,22 @@ class SQLiteStore(StoreBase):
             return self._write(conn, fn)
         finally:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    # -- for applications with tables of their own -------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` in one write transaction (`BEGIN IMMEDIATE`) on the store's own
+        connection and thread, and commit it; an exception rolls it back. For an application
+        that keeps its own tables in the same file: `enqueue_sync(..., conn=connection)` inside
+        `fn` makes its rows and its jobs commit together. `fn` must be quick and never wait on
+        the event loop: claims and results queue behind it."""
+        return await self._run(lambda c: self._write(c, fn))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, listing: bool = False) -> T:
+        """Run the read-only `fn(connection)`: on the store's thread, or with `listing` on its
+        read-only connection, where a long read never holds up claims."""
+        if listing:
+            return await self._read(fn)
+        return await self._run(fn)
 
     # -- what StoreBase builds on ------------------------------------------------------------
     _queries = _Q
@@ -537,103 +521,6 @@ class SQLiteStore(StoreBase):
 
         # One write transaction, so one commit, for both halves.
         return await self._run(lambda c: self._transition(c, cycle))
-
-    # -- workspaces and sessions -------------------------------------------------------------
-    async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
-        def create(conn: sqlite3.Connection) -> tuple[Workspace, Job]:
-            (created,) = self._insert(conn, [job])
-            row = conn.execute(
-                _Q["insert_workspace"],
-                {
-                    "id": workspace.id,
-                    "name": workspace.name,
-                    "template": workspace.template,
-                    "job_id": created.id,
-                    "now": time.time(),
-                },
-            ).fetchone()
-            return _workspace(row), created
-
-        return await self._run(lambda c: self._write(c, create))
-
-    async def create_session(self, session: NewSession, job: NewJob) -> tuple[Session, Job]:
-        def create(conn: sqlite3.Connection) -> tuple[Session, Job]:
-            (created,) = self._insert(conn, [job])
-            row = conn.execute(
-                _Q["insert_session"],
-                {
-                    "id": session.id,
-                    "workspace_id": session.workspace_id,
-                    "job_id": created.id,
-                    "now": time.time(),
-                },
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"workspace {session.workspace_id!r} does not exist")
-            return _session(row), created
-
-        return await self._run(lambda c: self._write(c, create))
-
-    async def get_workspace(self, workspace_id: str) -> Workspace | None:
-        row = await self._run(
-            lambda c: c.execute(_Q["get_workspace"], {"id": workspace_id}).fetchone()
-        )
-        return None if row is None else _workspace(row)
-
-    async def get_session(self, session_id: str) -> Session | None:
-        row = await self._run(lambda c: c.execute(_Q["get_session"], {"id": session_id}).fetchone())
-        return None if row is None else _session(row)
-
-    async def list_workspaces(self, *, limit: int = 50) -> list[Workspace]:
-        rows = await self._read(
-            lambda c: c.execute(_Q["list_workspaces"], {"limit": limit}).fetchall()
-        )
-        return [_workspace(r) for r in rows]
-
-    async def list_sessions(
-        self, *, workspace_id: str | None = None, limit: int = 50
-    ) -> list[Session]:
-        params = {"workspace_id": workspace_id, "limit": limit}
-        rows = await self._read(lambda c: c.execute(_Q["list_sessions"], params).fetchall())
-        return [_session(r) for r in rows]
-
-    async def _set_status(
-        self, query: str, entity_id: str, status: str, expect: Sequence[str], error: str | None
-    ) -> Any:
-        params = {
-            "id": entity_id,
-            "status": status,
-            "error": error,
-            "expect": json.dumps(list(expect)),
-            "now": time.time(),
-        }
-        return await self._run(
-            lambda c: self._write(c, lambda w: w.execute(query, params).fetchone())
-        )
-
-    async def set_workspace_status(
-        self,
-        workspace_id: str,
-        status: EntityStatus,
-        *,
-        expect: Sequence[EntityStatus],
-        error: str | None = None,
-    ) -> Workspace | None:
-        row = await self._set_status(
-            _Q["set_workspace_status"], workspace_id, status, expect, error
-        )
-        return None if row is None else _workspace(row)
-
-    async def set_session_status(
-        self,
-        session_id: str,
-        status: EntityStatus,
-        *,
-        expect: Sequence[EntityStatus],
-        error: str | None = None,
-    ) -> Session | None:
-        row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
-        return None if row is None else _session(row)
 
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(

@@ -1,26 +1,2 @@
--- Workspaces and sessions, initialized by the workspace_init and session_init jobs.
-
-CREATE TABLE jobyard_workspaces (
-    id         text        PRIMARY KEY,
-    name       text        NOT NULL,
-    template   text,
-    status     text        NOT NULL DEFAULT 'pending'
-               CHECK (status IN ('pending', 'initializing', 'ready', 'failed')),
-    error      text,
-    job_id     bigint,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX jobyard_workspaces_created ON jobyard_workspaces (created_at);
-
-CREATE TABLE jobyard_sessions (
-    id           text        PRIMARY KEY,
-    workspace_id text        NOT NULL REFERENCES jobyard_workspaces (id) ON DELETE CASCADE,
-    status       text        NOT NULL DEFAULT 'pending'
-                 CHECK (status IN ('pending', 'initializing', 'ready', 'failed')),
-    error        text,
-    job_id       bigint,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX jobyard_sessions_workspace ON jobyard_sessions (workspace_id, created_at);
+-- Reserved. This version once created the workspace platform's tables; they now belong to its own
+-- migration line (jobyard/workspaces/store/*/migrations), applied only where the platform is used.

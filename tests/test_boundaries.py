@@ -1,0 +1,150 @@
+"""The library's boundaries, checked: the engine knows nothing of the workspace platform, and
+nothing above the store names a database driver.
+
+The import rules are read from the source (every import statement, at any depth), so a lazy
+import inside a function counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "src" / "jobyard"
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
+# May import the platform: the platform itself, and the front ends that compose it.
+PLATFORM_USERS = ("workspaces", "api", "cli")
+# The store layers: the engine's, and the platform's persistence beside its SQL.
+STORE_LAYERS = ("store", "workspaces/store")
+
+
+def modules() -> list[tuple[str, set[str]]]:
+    """(path relative to the package, every module it imports) for each module."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found.append((path.relative_to(PACKAGE).as_posix(), imported))
+    return found
+
+
+def under(relative: str, folders: tuple[str, ...]) -> bool:
+    return any(relative == f"{f}.py" or relative.startswith(f"{f}/") for f in folders)
+
+
+def test_the_engine_never_imports_the_workspace_platform() -> None:
+    offenders = [
+        (relative, sorted(m for m in imported if m.startswith("jobyard.workspaces")))
+        for relative, imported in modules()
+        if not under(relative, PLATFORM_USERS)
+        and any(m.startswith("jobyard.workspaces") for m in imported)
+    ]
+    assert offenders == []
+
+
+def test_nothing_above_the_store_names_a_database_driver() -> None:
+    offenders = [
+        (relative, sorted(m for m in imported if m.split(".")[0] in DRIVERS))
+        for relative, imported in modules()
+        if not under(relative, STORE_LAYERS) and any(m.split(".")[0] in DRIVERS for m in imported)
+    ]
+    assert offenders == []
+
+
+def test_the_rules_see_what_they_are_meant_to_see() -> None:
+    """The checks above must be able to fail: the store does import its drivers, and the
+    platform's composition does import the platform."""
+    seen = dict(modules())
+    assert "sqlite3" in seen["store/sqlite/store.py"]
+    assert "psycopg" in seen["store/postgres/store.py"]
+    assert any(m.startswith("jobyard.workspaces") for m in seen["workspaces/__init__.py"])
+
+
+ENGINE_ONLY = textwrap.dedent(
+    """
+    import asyncio, json, sqlite3, sys
+    from jobyard import Config, Dispatcher, JobAdmin, Limits, Queue, open_store
+
+    async def main(url):
+        store = open_store(url)
+        queue = Queue(store)
+        dispatcher = Dispatcher(Config(job_poll_interval=0.05), store, queue)
+        done = asyncio.Event()
+
+        async def email(job):
+            done.set()
+
+        dispatcher.register_executor("email", email)
+        node = asyncio.create_task(dispatcher.start())
+        await queue.enqueue("email", {"to": "ada@example.com"})
+        await asyncio.wait_for(done.wait(), 10)
+        status = await JobAdmin(store).cluster_status()
+        await dispatcher.stop()
+        await node
+        await store.close()
+        return {
+            "types": [t.type for t in status.types],
+            "limits": dict(Limits().limits),
+            "declared": sorted(queue.job_types),
+            "platform_modules": [m for m in sys.modules if m.startswith("jobyard.workspaces")],
+        }
+
+    print(json.dumps(asyncio.run(main(sys.argv[1]))))
+    """
+)
+
+
+def table_names(url: str) -> set[str]:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+        return {r[0] for r in rows}
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: nothing migrated yet (not the conformance template)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'engine.db'}"
+    return str(request.getfixturevalue("empty_pg_url"))
+
+
+def test_engine_only_use_creates_no_workspace_table_lists_no_workspace_type(
+    fresh_url: str,
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", ENGINE_ONLY, fresh_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen == {"types": ["email"], "limits": {}, "declared": ["email"], "platform_modules": []}
+    tables = table_names(fresh_url)
+    assert "jobyard_jobs" in tables
+    assert not {t for t in tables if "workspace" in t or "session" in t}
