@@ -21,10 +21,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from jobyard import failpoints
 from jobyard.config import Config
+from jobyard.dispatcher.attempt import Attempt, execute
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
@@ -32,7 +32,7 @@ from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
 from jobyard.dispatcher.limits import Limits
 from jobyard.dispatcher.maintenance import LeadershipLost, run_maintenance
 from jobyard.dispatcher.waiting import wait_event
-from jobyard.model import Job, JobyardError, PermanentError, Snooze
+from jobyard.model import Job, JobyardError
 from jobyard.queue import Queue
 from jobyard.store.ports import DispatchStore
 from jobyard.store.records import (
@@ -63,14 +63,6 @@ async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
         log.exception("%s failed during shutdown; the lease will expire on its own", what)
 
 
-@dataclass(slots=True)
-class _Running:
-    job: Job
-    ctx: JobContext
-    task: asyncio.Task[None]
-    reason: str | None = None  # why it was cancelled: "shutdown" or "lost"
-
-
 class Dispatcher:
     """Claims jobs and runs them through registered executors. One per process is typical."""
 
@@ -87,7 +79,7 @@ class Dispatcher:
         self.limits = limits if limits is not None else Limits()
         self.node_id = config.node_id or new_node_id()
         self._runners: dict[str, Runner] = {}
-        self._running: dict[int, _Running] = {}
+        self._running: dict[int, Attempt] = {}
         name_store = getattr(store, "set_node_name", None)
         if callable(name_store):
             name_store(self.node_id)
@@ -333,107 +325,8 @@ class Dispatcher:
             self._cancel(older, "lost")
         timeout = self.config.timeout_for(job.type).total_seconds()
         ctx = JobContext(job=job, node_id=self.node_id, deadline=time.monotonic() + timeout)
-        task = asyncio.create_task(self._execute(job, ctx, timeout), name=f"jobyard-job-{job.id}")
-        self._running[job.id] = _Running(job=job, ctx=ctx, task=task)
-
-    async def _execute(self, job: Job, ctx: JobContext, limit_s: float) -> None:
-        """The seed's `execute`: run, then record the outcome. Never raises."""
-        assert self._completer is not None
-        started = time.monotonic()
-        me = self._running.get(job.id)  # this run's entry; a later claim may replace it
-
-        def forget() -> None:
-            if self._running.get(job.id) is me:
-                del self._running[job.id]
-
-        def lost() -> bool:
-            """Taken away while it ran (a sync executor's thread outlives its cancellation):
-            the outcome is not this node's to record. Logged, then dropped."""
-            if me is None or me.reason != "lost":
-                return False
-            forget()
-            log.warning(
-                "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
-                job.id,
-                job.attempt,
-                self.node_id,
-            )
-            return True
-
-        self._observe_start(job)
-        runner = self._runners[job.type]
-        error: str | None = None
-        timed_out = permanent = False
-        scope = asyncio.timeout(limit_s)
-        try:
-            async with scope:
-                await runner(ctx, job, self._threads)
-        except asyncio.CancelledError:
-            forget()
-            ctx.cancelled.set()
-            reason = me.reason if me is not None else None
-            task = asyncio.current_task()
-            if reason is None and task is not None and task.cancelling() == 0:
-                # The executor raised CancelledError itself (nobody cancelled this run): a
-                # failure like any other, or the job would sit in processing for ever.
-                reason = "raised"
-            if reason == "shutdown":
-                self._completer.submit(self._result(job, Outcome.RELEASED))
-                self._observe_end(job, Outcome.RELEASED, started)
-            elif reason == "raised":
-                outcome = Outcome.RETRY if job.attempt < job.max_attempts else Outcome.FAILED
-                error = "CancelledError: raised by the executor"
-                self._completer.submit(self._result(job, outcome, error))
-                self.notify()
-                self._observe_end(job, outcome, started)
-            elif reason != "lost":
-                raise
-            return
-        except Snooze as snooze:
-            if lost():
-                return
-            if not scope.expired():
-                forget()
-                self._completer.submit(self._result(job, Outcome.RELEASED, delay=snooze.seconds))
-                self.notify()
-                return
-        except PermanentError as exc:
-            if not scope.expired():
-                permanent = True
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except Exception as exc:
-            if not scope.expired():
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if lost():
-            return
-        if scope.expired():
-            # Cancelled at the deadline, whether the executor let the cancellation through
-            # (TimeoutError), swallowed it, or (a sync one) finished late in its thread.
-            timed_out = True
-            ctx.cancelled.set()
-            error = f"timed out after {limit_s:g}s (job timeout)"
-        forget()
-        failpoints.hit("after_effect")
-        if error is None:
-            outcome = Outcome.COMPLETED
-        elif job.attempt < job.max_attempts and not permanent:
-            outcome = Outcome.RETRY
-        else:
-            outcome = Outcome.FAILED
-        if error is not None:
-            log.log(
-                logging.WARNING if outcome is Outcome.RETRY else logging.ERROR,
-                "job %d (%s) attempt %d/%d %s: %s",
-                job.id,
-                job.type,
-                job.attempt,
-                job.max_attempts,
-                "timed out" if timed_out else "failed",
-                error,
-            )
-        self._completer.submit(self._result(job, outcome, error))
-        self.notify()  # a slot is free
-        self._observe_end(job, outcome, started)
+        task = asyncio.create_task(execute(self, job, ctx, timeout), name=f"jobyard-job-{job.id}")
+        self._running[job.id] = Attempt(job=job, ctx=ctx, task=task)
 
     def _observe_start(self, job: Job) -> None:
         if self.on_job_start is not None:
@@ -514,7 +407,7 @@ class Dispatcher:
             self.notify()
         self._strays = strays
 
-    def _cancel(self, entry: _Running, reason: str) -> None:
+    def _cancel(self, entry: Attempt, reason: str) -> None:
         entry.reason = reason
         entry.ctx.cancelled.set()
         entry.task.cancel()
