@@ -1,131 +1,158 @@
-"""One attempt's run on this node, from claim to recorded outcome."""
+"""One attempt's run: the executor under its timeout, and what the attempt led to.
+
+Modelled on River's `internal/jobexecutor`. The dispatcher claims a job, makes an `Attempt` and
+awaits `run_attempt`, which runs the job's executor and returns an `AttemptEnd`: a decision,
+not an action. Recording it (the completer, the wake-up, the observers, the log) is the
+dispatcher's part, so nothing here touches the store and the decision can be tested with an
+event loop and a few lines of executor.
+
+Every way an attempt can end, and what it leads to:
+
+    the executor ...                                   outcome      how
+    returns                                            completed    FINISHED
+    raises, with attempts left                         retry        FINISHED
+    raises on its last attempt, or PermanentError      failed       FINISHED
+    is still running at its deadline                   retry/failed TIMED_OUT
+      (cancelled, swallowing the cancellation, or a sync thread returning late; whatever it
+      returns or raises then, Snooze and PermanentError included, counts as the timeout)
+    raises Snooze(s) before its deadline               released     SNOOZED      due in s seconds
+    raises CancelledError itself, uncancelled          retry/failed CANCELLED_ITSELF
+    is stopped by a draining node (Attempt.stop)       released     HANDED_BACK  due now
+    is stopped because its claim was lost              (none)       LOST
+    ends on its own after its claim was lost           (none)       DROPPED
+    has its task cancelled by anyone else              CancelledError is re-raised
+
+A released attempt does not use up an attempt: the store hands the job back to `pending`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import enum
+from concurrent.futures import Executor as ThreadExecutor
+from dataclasses import dataclass, field
+from typing import Literal
 
-from jobyard import failpoints
-from jobyard.dispatcher.executor import JobContext
+from jobyard.dispatcher.executor import JobContext, Runner
 from jobyard.model import Job, PermanentError, Snooze
 from jobyard.store.records import Outcome
 
-if TYPE_CHECKING:
-    from jobyard.dispatcher.dispatcher import Dispatcher
+__all__ = ["Attempt", "AttemptEnd", "Ending", "StopReason", "run_attempt"]
 
-__all__ = ["Attempt", "execute"]
-
-log = logging.getLogger("jobyard.dispatcher")
+StopReason = Literal["shutdown", "lost"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Attempt:
+    """One run of a claimed job on this node, as the dispatcher tracks it while it runs.
+
+    `task` is the asyncio task running it; it is set right after the record is made, because
+    the task is given the record. `reason` is set only by `stop`, so when the run ends,
+    `run_attempt` can tell a cancellation the dispatcher asked for from any other.
+    """
+
     job: Job
     ctx: JobContext
-    task: asyncio.Task[None]
-    reason: str | None = None  # why it was cancelled: "shutdown" or "lost"
+    task: asyncio.Task[None] = field(init=False)
+    reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        """Cut the run short: "shutdown" hands the job back, "lost" records nothing.
+
+        The reason is set before the task is cancelled, so the run always sees it. A sync
+        executor's thread cannot be stopped: it sees `ctx.cancelled` and may return early.
+        """
+        self.reason = reason
+        self.ctx.cancelled.set()
+        self.task.cancel()
 
 
-async def execute(dispatcher: Dispatcher, job: Job, ctx: JobContext, limit_s: float) -> None:
-    """The seed's `execute`: run, then record the outcome. Never raises."""
-    assert dispatcher._completer is not None
-    started = time.monotonic()
-    me = dispatcher._running.get(job.id)  # this run's entry; a later claim may replace it
+class Ending(enum.Enum):
+    """How an attempt ended; the module docstring lists what each leads to."""
 
-    def forget() -> None:
-        if dispatcher._running.get(job.id) is me:
-            del dispatcher._running[job.id]
+    FINISHED = "finished"
+    TIMED_OUT = "timed_out"
+    CANCELLED_ITSELF = "cancelled_itself"
+    SNOOZED = "snoozed"
+    HANDED_BACK = "handed_back"
+    LOST = "lost"
+    DROPPED = "dropped"
 
-    def lost() -> bool:
-        """Taken away while it ran (a sync executor's thread outlives its cancellation):
-        the outcome is not this node's to record. Logged, then dropped."""
-        if me is None or me.reason != "lost":
-            return False
-        forget()
-        log.warning(
-            "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
-            job.id,
-            job.attempt,
-            dispatcher.node_id,
-        )
-        return True
 
-    dispatcher._observe_start(job)
-    runner = dispatcher._runners[job.type]
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """What an attempt led to. `outcome` is None when there is nothing to record: the job was
+    taken away from this node, and its result is no longer this node's to write.
+
+    `error` is the message recorded with a retry or a failure. `delay` is how long a released
+    job waits before it is due again (a snooze); a retry's backoff is the dispatcher's policy,
+    worked out when the result is recorded.
+    """
+
+    outcome: Outcome | None
+    how: Ending
     error: str | None = None
-    timed_out = permanent = False
+    delay: float = 0.0
+
+
+async def run_attempt(
+    attempt: Attempt, runner: Runner, threads: ThreadExecutor, limit_s: float
+) -> AttemptEnd:
+    """Run the attempt's executor for at most `limit_s` seconds and decide what it led to.
+
+    Returns however the executor ends, except when the task running the attempt is cancelled
+    by someone other than `Attempt.stop`: that CancelledError is re-raised. `ctx.cancelled` is
+    set whenever the run was cut short, so a sync executor's thread still running sees it.
+    """
+    job, ctx = attempt.job, attempt.ctx
     scope = asyncio.timeout(limit_s)
+    raised: Exception | None = None
     try:
         async with scope:
-            await runner(ctx, job, dispatcher._threads)
+            await runner(ctx, job, threads)
     except asyncio.CancelledError:
-        forget()
+        # Not a timeout: the scope turns its own cancellation into TimeoutError.
         ctx.cancelled.set()
-        reason = me.reason if me is not None else None
-        task = asyncio.current_task()
-        if reason is None and task is not None and task.cancelling() == 0:
-            # The executor raised CancelledError itself (nobody cancelled this run): a
-            # failure like any other, or the job would sit in processing for ever.
-            reason = "raised"
-        if reason == "shutdown":
-            dispatcher._completer.submit(dispatcher._result(job, Outcome.RELEASED))
-            dispatcher._observe_end(job, Outcome.RELEASED, started)
-        elif reason == "raised":
-            outcome = Outcome.RETRY if job.attempt < job.max_attempts else Outcome.FAILED
-            error = "CancelledError: raised by the executor"
-            dispatcher._completer.submit(dispatcher._result(job, outcome, error))
-            dispatcher.notify()
-            dispatcher._observe_end(job, outcome, started)
-        elif reason != "lost":
-            raise
-        return
-    except Snooze as snooze:
-        if lost():
-            return
-        if not scope.expired():
-            forget()
-            dispatcher._completer.submit(
-                dispatcher._result(job, Outcome.RELEASED, delay=snooze.seconds)
-            )
-            dispatcher.notify()
-            return
-    except PermanentError as exc:
-        if not scope.expired():
-            permanent = True
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if attempt.reason == "shutdown":
+            return AttemptEnd(Outcome.RELEASED, Ending.HANDED_BACK)
+        if attempt.reason == "lost":
+            return AttemptEnd(None, Ending.LOST)
+        if _raised_by_the_executor():
+            # Nobody cancelled this run: a failure like any other, or the job would sit in
+            # processing for ever.
+            return _failure(job, "CancelledError: raised by the executor", Ending.CANCELLED_ITSELF)
+        raise
     except Exception as exc:
-        if not scope.expired():
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if lost():
-        return
+        raised = exc
+    if attempt.reason == "lost":
+        # Taken away while it ran, and it ran on (a sync executor's thread outlives its
+        # cancellation): the outcome is no longer this node's to record.
+        return AttemptEnd(None, Ending.DROPPED)
     if scope.expired():
         # Cancelled at the deadline, whether the executor let the cancellation through
         # (TimeoutError), swallowed it, or (a sync one) finished late in its thread.
-        timed_out = True
         ctx.cancelled.set()
-        error = f"timed out after {limit_s:g}s (job timeout)"
-    forget()
-    failpoints.hit("after_effect")
-    if error is None:
-        outcome = Outcome.COMPLETED
-    elif job.attempt < job.max_attempts and not permanent:
-        outcome = Outcome.RETRY
-    else:
-        outcome = Outcome.FAILED
-    if error is not None:
-        log.log(
-            logging.WARNING if outcome is Outcome.RETRY else logging.ERROR,
-            "job %d (%s) attempt %d/%d %s: %s",
-            job.id,
-            job.type,
-            job.attempt,
-            job.max_attempts,
-            "timed out" if timed_out else "failed",
-            error,
-        )
-    dispatcher._completer.submit(dispatcher._result(job, outcome, error))
-    dispatcher.notify()  # a slot is free
-    dispatcher._observe_end(job, outcome, started)
+        return _failure(job, f"timed out after {limit_s:g}s (job timeout)", Ending.TIMED_OUT)
+    if raised is None:
+        return AttemptEnd(Outcome.COMPLETED, Ending.FINISHED)
+    if isinstance(raised, Snooze):
+        return AttemptEnd(Outcome.RELEASED, Ending.SNOOZED, delay=raised.seconds)
+    permanent = isinstance(raised, PermanentError)
+    return _failure(job, _describe(raised), Ending.FINISHED, permanent=permanent)
+
+
+def _raised_by_the_executor() -> bool:
+    """True when the CancelledError being handled was raised, not delivered: no cancellation
+    of the current task is pending."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+def _failure(job: Job, error: str, how: Ending, *, permanent: bool = False) -> AttemptEnd:
+    """Retry while attempts remain, unless the executor said a retry cannot help."""
+    outcome = Outcome.RETRY if job.attempt < job.max_attempts and not permanent else Outcome.FAILED
+    return AttemptEnd(outcome, how, error)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from jobyard import failpoints
 from jobyard.config import Config
-from jobyard.dispatcher.attempt import Attempt, execute
+from jobyard.dispatcher.attempt import Attempt, AttemptEnd, Ending, run_attempt
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
@@ -253,9 +253,7 @@ class Dispatcher:
         _, pending = await asyncio.wait(tasks, timeout=grace)
         for running in list(self._running.values()):
             if running.task in pending:
-                running.reason = "shutdown"
-                running.ctx.cancelled.set()
-                running.task.cancel()
+                running.stop("shutdown")
         if pending:
             # Cancelled async jobs end at once; a sync job's thread cannot be stopped, so it is
             # waited for, but not for ever: past another grace period it is abandoned, and its
@@ -322,11 +320,62 @@ class Dispatcher:
                 older.job.attempt,
                 self.node_id,
             )
-            self._cancel(older, "lost")
+            older.stop("lost")
         timeout = self.config.timeout_for(job.type).total_seconds()
         ctx = JobContext(job=job, node_id=self.node_id, deadline=time.monotonic() + timeout)
-        task = asyncio.create_task(execute(self, job, ctx, timeout), name=f"jobyard-job-{job.id}")
-        self._running[job.id] = Attempt(job=job, ctx=ctx, task=task)
+        attempt = Attempt(job=job, ctx=ctx)
+        attempt.task = asyncio.create_task(
+            self._run(attempt, timeout), name=f"jobyard-job-{job.id}"
+        )
+        self._running[job.id] = attempt
+
+    async def _run(self, attempt: Attempt, limit_s: float) -> None:
+        """The seed's `execute`: run one attempt, then record how it ended. Raises only when
+        its task is cancelled from outside the dispatcher."""
+        job = attempt.job
+        started = time.monotonic()
+        self._observe_start(job)
+        try:
+            end = await run_attempt(attempt, self._runners[job.type], self._threads, limit_s)
+        finally:
+            # Its slot is free before its result is queued: the wake-up that follows may claim.
+            # A later claim of the same job may have replaced this entry; that one stays.
+            if self._running.get(job.id) is attempt:
+                del self._running[job.id]
+        self._record(attempt, end, started)
+
+    def _record(self, attempt: Attempt, end: AttemptEnd, started: float) -> None:
+        """Queue the attempt's result for the next cycle, wake the loop for the free slot and
+        tell the observers; or, for an attempt whose claim was lost, only say so."""
+        assert self._completer is not None
+        job = attempt.job
+        if end.outcome is None:
+            if end.how is Ending.DROPPED:
+                log.warning(
+                    "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
+                    job.id,
+                    job.attempt,
+                    self.node_id,
+                )
+            return
+        if end.how in (Ending.FINISHED, Ending.TIMED_OUT):
+            # The executor ran to its end: its effects happened and its result is not queued.
+            failpoints.hit("after_effect")
+            if end.error is not None:
+                log.log(
+                    logging.WARNING if end.outcome is Outcome.RETRY else logging.ERROR,
+                    "job %d (%s) attempt %d/%d %s: %s",
+                    job.id,
+                    job.type,
+                    job.attempt,
+                    job.max_attempts,
+                    "timed out" if end.how is Ending.TIMED_OUT else "failed",
+                    end.error,
+                )
+        self._completer.submit(self._result(job, end.outcome, end.error, delay=end.delay))
+        self.notify()  # a slot is free
+        if end.how is not Ending.SNOOZED:  # a snooze is no outcome of its own
+            self._observe_end(job, end.outcome, started)
 
     def _observe_start(self, job: Job) -> None:
         if self.on_job_start is not None:
@@ -390,7 +439,7 @@ class Dispatcher:
             # The database no longer has this run on this node (rescued after we were
             # presumed dead): stop it; its result would be dropped anyway.
             log.warning("job %d attempt %d was taken away from node %s", *key, self.node_id)
-            self._cancel(entry, "lost")
+            entry.stop("lost")
         local = {(job_id, entry.job.attempt) for job_id, entry in before.items()}
         strays = set(beat.owned) - local - reporting
         for job_id, attempt in strays & self._strays:
@@ -406,11 +455,6 @@ class Dispatcher:
             )
             self.notify()
         self._strays = strays
-
-    def _cancel(self, entry: Attempt, reason: str) -> None:
-        entry.reason = reason
-        entry.ctx.cancelled.set()
-        entry.task.cancel()
 
     def _alive(self) -> bool:
         """False once this node's own liveness may have lapsed in the database: it must stop
@@ -432,7 +476,7 @@ class Dispatcher:
                     # them here rather than run them twice.
                     log.error("node %s lost its liveness; stopping its jobs", self.node_id)
                     for entry in list(self._running.values()):
-                        self._cancel(entry, "lost")
+                        entry.stop("lost")
 
     async def _watch(self) -> None:
         """Turn the store's notifications into wake-ups; restarts itself if it ever fails."""
