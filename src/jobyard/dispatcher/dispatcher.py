@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Never, NoReturn
 
 from jobyard import failpoints
 from jobyard.config import Config
@@ -28,6 +29,7 @@ from jobyard.dispatcher.attempt import Attempt, AttemptEnd, Ending, run_attempt
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
+from jobyard.dispatcher.hooks import Observers
 from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
 from jobyard.dispatcher.limits import Limits
 from jobyard.dispatcher.maintenance import LeadershipLost, run_maintenance
@@ -61,6 +63,16 @@ async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
             await step
     except Exception:
         log.exception("%s failed during shutdown; the lease will expire on its own", what)
+
+
+def _refuse_assignment(hook: str) -> NoReturn:
+    # Assigning used to replace the one function a hook held, and with it the server's
+    # metrics: refused loudly rather than quietly dropping every other observer. The setters
+    # take `Never`, so a type checker flags the assignment before it runs.
+    raise AttributeError(
+        f"Dispatcher.{hook} holds any number of observers and cannot be replaced: "
+        f"call dispatcher.{hook}.add(fn) instead of assigning"
+    )
 
 
 class Dispatcher:
@@ -109,9 +121,8 @@ class Dispatcher:
         self._alive_until = 0.0  # monotonic; renewed by every successful heartbeat
         self._strays: set[tuple[int, int]] = set()
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
-        # Observers for metrics: called in the event loop, so they must be quick.
-        self.on_job_start: Callable[[Job], None] | None = None
-        self.on_job_end: Callable[[Job, Outcome, float], None] | None = None
+        self._on_job_start: Observers[[Job]] = Observers("on_job_start")
+        self._on_job_end: Observers[[Job, Outcome, float]] = Observers("on_job_end")
         queue.set_notify_func(self.notify)
         failpoints.check()  # a typo in JOBYARD_FAILPOINTS fails here, with a clear error
 
@@ -131,6 +142,28 @@ class Dispatcher:
     def is_leader(self) -> bool:
         """The seed's `isLeader`: True while this node holds, and trusts, the leader lease."""
         return self._elector.is_leader
+
+    @property
+    def on_job_start(self) -> Observers[[Job]]:
+        """Observers called with `job` as each attempt starts, before its executor: add
+        yours with `dispatcher.on_job_start.add(fn)`. Called on the event loop: keep them
+        quick. One that raises is logged and ignored; the job runs regardless."""
+        return self._on_job_start
+
+    @on_job_start.setter
+    def on_job_start(self, value: Never) -> None:
+        _refuse_assignment("on_job_start")
+
+    @property
+    def on_job_end(self) -> Observers[[Job, Outcome, float]]:
+        """Observers called with `(job, outcome, seconds)` once an attempt's result is queued
+        for writing (not after a snooze, nor for an attempt taken away from this node): add
+        yours with `dispatcher.on_job_end.add(fn)`. Same rules as `on_job_start`."""
+        return self._on_job_end
+
+    @on_job_end.setter
+    def on_job_end(self, value: Never) -> None:
+        _refuse_assignment("on_job_end")
 
     def on_leadership(self, fn: Callable[[LeaderTerm | None, float], None] | None) -> None:
         """Call `fn(term, trust_until)` after every election or renewal this node wins;
@@ -334,7 +367,7 @@ class Dispatcher:
         its task is cancelled from outside the dispatcher."""
         job = attempt.job
         started = time.monotonic()
-        self._observe_start(job)
+        self._on_job_start(job)
         try:
             end = await run_attempt(attempt, self._runners[job.type], self._threads, limit_s)
         finally:
@@ -375,23 +408,7 @@ class Dispatcher:
         self._completer.submit(self._result(job, end.outcome, end.error, delay=end.delay))
         self.notify()  # a slot is free
         if end.how is not Ending.SNOOZED:  # a snooze is no outcome of its own
-            self._observe_end(job, end.outcome, started)
-
-    def _observe_start(self, job: Job) -> None:
-        if self.on_job_start is not None:
-            try:
-                self.on_job_start(job)
-            except Exception:
-                log.exception("the on_job_start hook raised; ignored")
-
-    def _observe_end(self, job: Job, outcome: Outcome, started: float) -> None:
-        # Observers see every attempt that ends on this node, but must never stop the job's
-        # result from being recorded.
-        if self.on_job_end is not None:
-            try:
-                self.on_job_end(job, outcome, time.monotonic() - started)
-            except Exception:
-                log.exception("the on_job_end hook raised; ignored")
+            self._on_job_end(job, end.outcome, time.monotonic() - started)
 
     def _result(
         self, job: Job, outcome: Outcome, error: str | None = None, *, delay: float = 0.0
