@@ -163,6 +163,28 @@ def test_assigning_a_function_to_a_hook_is_refused_with_what_to_do_instead(
     assert len(getattr(dispatcher, hook)) == 0  # nothing was replaced or added
 
 
+async def test_leadership_observers_all_see_the_terms_this_node_wins(store: Store) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, Queue(store))
+    first: list[str | None] = []
+    second: list[str | None] = []
+    dispatcher.on_leadership(lambda t, _: first.append(t.leader_id if t else None))
+    dispatcher.on_leadership(lambda t, _: second.append(t.leader_id if t else None))
+    async with running(dispatcher):
+        await until(lambda: dispatcher.is_leader)
+    assert first[0] == second[0] == dispatcher.node_id
+    assert first[-1] is second[-1] is None  # the resignation on a clean stop
+
+
+async def test_on_leadership_none_removes_every_leadership_observer(store: Store) -> None:
+    dispatcher = Dispatcher(Config(**FAST), store, Queue(store))
+    seen: list[object] = []
+    dispatcher.on_leadership(lambda t, _: seen.append(t))
+    dispatcher.on_leadership(None)
+    async with running(dispatcher):
+        await until(lambda: dispatcher.is_leader)
+    assert seen == []
+
+
 async def test_metrics_still_count_when_a_user_observer_is_added_after_create_app(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -107,6 +107,8 @@ class Dispatcher:
             lease=config.leader_lease_duration,
             interval=config.heartbeat_interval,
         )
+        self._on_leadership: Observers[[LeaderTerm | None, float]] = Observers("on_leadership")
+        self._elector.on_term = self._on_leadership
         self._threads = ThreadPoolExecutor(
             max_workers=config.concurrency + 4, thread_name_prefix="jobyard-job"
         )
@@ -165,12 +167,17 @@ class Dispatcher:
     def on_job_end(self, value: Never) -> None:
         _refuse_assignment("on_job_end")
 
-    def on_leadership(self, fn: Callable[[LeaderTerm | None, float], None] | None) -> None:
-        """Call `fn(term, trust_until)` after every election or renewal this node wins;
+    def on_leadership(self, fn: Callable[[LeaderTerm | None, float], object] | None) -> None:
+        """Also call `fn(term, trust_until)` after every election or renewal this node wins;
         `trust_until` is the `time.monotonic()` instant it stops believing it leads unless
         renewed. On a clean stop, `fn(None, now)` marks the instant it stopped leading. For
-        audits and tests of leadership history."""
-        self._elector.on_term = fn
+        audits and tests of leadership history. Each call adds an observer, beside those
+        already there; `on_leadership(None)` removes them all. One that raises is logged and
+        ignored: the elections go on."""
+        if fn is None:
+            self._on_leadership.clear()
+        else:
+            self._on_leadership.add(fn)
 
     @property
     def claim_store(self) -> DispatchStore:
