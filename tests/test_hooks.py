@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from jobyard import Config, Dispatcher, Job, JobStatus, Queue, open_store
+from jobyard import Config, Dispatcher, Job, JobStatus, Outcome, Queue, open_store
 from jobyard.dispatcher.hooks import Observers
 from jobyard.store.base import Store
-from jobyard.store.records import Outcome
 
 FAST = {"job_poll_interval": 0.05, "heartbeat_interval": 0.2, "leader_lease_duration": 1.0}
 
@@ -90,6 +89,14 @@ def test_an_observer_removed_while_observers_run_is_called_until_that_call_ends(
     hook.remove(unhook_the_next)
     hook()
     assert seen == ["first", "second"]
+
+
+def test_the_outcome_that_on_job_end_observers_receive_is_importable_from_jobyard() -> None:
+    import jobyard
+    from jobyard.store import records
+
+    assert jobyard.Outcome is records.Outcome
+    assert "Outcome" in jobyard.__all__
 
 
 # -- the dispatcher's hooks --------------------------------------------------------------------

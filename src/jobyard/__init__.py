@@ -33,6 +33,7 @@ from jobyard.queue import Queue
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import Store, open_store
 from jobyard.store.base import JobFilter
+from jobyard.store.records import Outcome
 
 __all__ = [
     "JOB_TYPE_SESSION_INIT",
@@ -50,6 +51,7 @@ __all__ = [
     "JobyardError",
     "Limits",
     "NotFound",
+    "Outcome",
     "PayloadError",
     "PayloadTooLarge",
     "PermanentError",
