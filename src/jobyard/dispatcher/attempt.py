@@ -18,6 +18,8 @@ Every way an attempt can end, and what it leads to:
     raises Snooze(s) before its deadline               released     SNOOZED      due in s seconds
     raises CancelledError itself, uncancelled          retry/failed CANCELLED_ITSELF
     is stopped by a draining node (Attempt.stop)       released     HANDED_BACK  due now
+      (an async one; a sync one's thread cannot be stopped: it is waited for, and how it
+      ends, above, stands)
     is stopped because its claim was lost              (none)       LOST
     ends on its own after its claim was lost           (none)       DROPPED
     has its task cancelled by anyone else              CancelledError is re-raised

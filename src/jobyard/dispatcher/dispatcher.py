@@ -4,6 +4,7 @@ The seed's `Dispatcher`, with what the seed left out. Every node dispatches (not
 leader); one claim fills every free slot; the store counts running jobs per type in the database,
 so limits hold across nodes; results are recorded in fenced batches; a heartbeat keeps the node
 alive in the database and notices jobs taken away from it; the leader also runs maintenance.
+How one attempt ends is decided in `attempt.py`; this module records it.
 
 Lifecycle: `await dispatcher.start()` runs until `await dispatcher.stop()` or until the task
 running it is cancelled. Stopping drains: no new claims, running jobs get the grace period to
@@ -371,7 +372,7 @@ class Dispatcher:
 
     async def _run(self, attempt: Attempt, limit_s: float) -> None:
         """The seed's `execute`: run one attempt, then record how it ended. Raises only when
-        its task is cancelled from outside the dispatcher."""
+        its task is cancelled from outside the dispatcher, or a failpoint set to raise fires."""
         job = attempt.job
         started = time.monotonic()
         self._on_job_start(job)
