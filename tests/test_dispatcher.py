@@ -560,7 +560,7 @@ async def test_a_run_taken_away_then_claimed_again_here_does_not_record_its_outc
         release[k].wait(30)
 
     dispatcher.register_executor("t", execute)
-    dispatcher.on_job_end = lambda job, outcome, seconds: ended.append(outcome)
+    dispatcher.on_job_end.add(lambda job, outcome, seconds: ended.append(outcome))
 
     async def dropped() -> bool:
         return any("outcome dropped" in r.getMessage() for r in caplog.records)

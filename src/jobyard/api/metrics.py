@@ -56,8 +56,8 @@ class Metrics:
         )
         self.nodes = Gauge("jobyard_nodes_live", "Nodes whose liveness has not expired", registry=r)
         dispatcher = runtime.dispatcher
-        dispatcher.on_job_start = self._started
-        dispatcher.on_job_end = self._ended
+        dispatcher.on_job_start.add(self._started)
+        dispatcher.on_job_end.add(self._ended)
 
     def _started(self, job: Job) -> None:
         waited = time.time() - job.run_at.timestamp()

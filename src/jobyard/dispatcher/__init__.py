@@ -1,4 +1,5 @@
-"""The dispatcher and its parts: executors, limits, leadership, completion, maintenance."""
+"""The dispatcher and its parts: executors, attempts, hooks, limits, leadership, completion,
+maintenance."""
 
 from jobyard.dispatcher.dispatcher import Dispatcher
 from jobyard.dispatcher.executor import Executor, JobContext

@@ -4,6 +4,7 @@ The seed's `Dispatcher`, with what the seed left out. Every node dispatches (not
 leader); one claim fills every free slot; the store counts running jobs per type in the database,
 so limits hold across nodes; results are recorded in fenced batches; a heartbeat keeps the node
 alive in the database and notices jobs taken away from it; the leader also runs maintenance.
+How one attempt ends is decided in `attempt.py`; this module records it.
 
 Lifecycle: `await dispatcher.start()` runs until `await dispatcher.stop()` or until the task
 running it is cancelled. Stopping drains: no new claims, running jobs get the grace period to
@@ -21,18 +22,20 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Never, NoReturn
 
 from jobyard import failpoints
 from jobyard.config import Config
+from jobyard.dispatcher.attempt import Attempt, AttemptEnd, Ending, run_attempt
 from jobyard.dispatcher.backoff import retry_delay
 from jobyard.dispatcher.completer import Completer
 from jobyard.dispatcher.executor import ExecutorLike, JobContext, Runner, as_runner
+from jobyard.dispatcher.hooks import Observers
 from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
 from jobyard.dispatcher.limits import Limits
 from jobyard.dispatcher.maintenance import LeadershipLost, run_maintenance
 from jobyard.dispatcher.waiting import wait_event
-from jobyard.model import Job, JobyardError, PermanentError, Snooze
+from jobyard.model import Job, JobyardError
 from jobyard.queue import Queue
 from jobyard.store.ports import DispatchStore
 from jobyard.store.records import (
@@ -63,12 +66,14 @@ async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
         log.exception("%s failed during shutdown; the lease will expire on its own", what)
 
 
-@dataclass(slots=True)
-class _Running:
-    job: Job
-    ctx: JobContext
-    task: asyncio.Task[None]
-    reason: str | None = None  # why it was cancelled: "shutdown" or "lost"
+def _refuse_assignment(hook: str) -> NoReturn:
+    # Assigning used to replace the one function a hook held, and with it the server's
+    # metrics: refused loudly rather than quietly dropping every other observer. The setters
+    # take `Never`, so a type checker flags the assignment before it runs.
+    raise AttributeError(
+        f"Dispatcher.{hook} holds any number of observers and cannot be replaced: "
+        f"call dispatcher.{hook}.add(fn) instead of assigning"
+    )
 
 
 class Dispatcher:
@@ -87,7 +92,7 @@ class Dispatcher:
         self.limits = limits if limits is not None else Limits()
         self.node_id = config.node_id or new_node_id()
         self._runners: dict[str, Runner] = {}
-        self._running: dict[int, _Running] = {}
+        self._running: dict[int, Attempt] = {}
         name_store = getattr(store, "set_node_name", None)
         if callable(name_store):
             name_store(self.node_id)
@@ -103,6 +108,8 @@ class Dispatcher:
             lease=config.leader_lease_duration,
             interval=config.heartbeat_interval,
         )
+        self._on_leadership: Observers[[LeaderTerm | None, float]] = Observers("on_leadership")
+        self._elector.on_term = self._on_leadership
         self._threads = ThreadPoolExecutor(
             max_workers=config.concurrency + 4, thread_name_prefix="jobyard-job"
         )
@@ -117,9 +124,8 @@ class Dispatcher:
         self._alive_until = 0.0  # monotonic; renewed by every successful heartbeat
         self._strays: set[tuple[int, int]] = set()
         self.claimed = 0  # jobs this node has claimed, for tests and metrics
-        # Observers for metrics: called in the event loop, so they must be quick.
-        self.on_job_start: Callable[[Job], None] | None = None
-        self.on_job_end: Callable[[Job, Outcome, float], None] | None = None
+        self._on_job_start: Observers[[Job]] = Observers("on_job_start")
+        self._on_job_end: Observers[[Job, Outcome, float]] = Observers("on_job_end")
         queue.set_notify_func(self.notify)
         failpoints.check()  # a typo in JOBYARD_FAILPOINTS fails here, with a clear error
 
@@ -140,12 +146,39 @@ class Dispatcher:
         """The seed's `isLeader`: True while this node holds, and trusts, the leader lease."""
         return self._elector.is_leader
 
-    def on_leadership(self, fn: Callable[[LeaderTerm | None, float], None] | None) -> None:
-        """Call `fn(term, trust_until)` after every election or renewal this node wins;
+    @property
+    def on_job_start(self) -> Observers[[Job]]:
+        """Observers called with `job` as each attempt starts, before its executor: add
+        yours with `dispatcher.on_job_start.add(fn)`. Called on the event loop: keep them
+        quick. One that raises is logged and ignored; the job runs regardless."""
+        return self._on_job_start
+
+    @on_job_start.setter
+    def on_job_start(self, value: Never) -> None:
+        _refuse_assignment("on_job_start")
+
+    @property
+    def on_job_end(self) -> Observers[[Job, Outcome, float]]:
+        """Observers called with `(job, outcome, seconds)` once an attempt's result is queued
+        for writing (not after a snooze, nor for an attempt taken away from this node): add
+        yours with `dispatcher.on_job_end.add(fn)`. Same rules as `on_job_start`."""
+        return self._on_job_end
+
+    @on_job_end.setter
+    def on_job_end(self, value: Never) -> None:
+        _refuse_assignment("on_job_end")
+
+    def on_leadership(self, fn: Callable[[LeaderTerm | None, float], object] | None) -> None:
+        """Also call `fn(term, trust_until)` after every election or renewal this node wins;
         `trust_until` is the `time.monotonic()` instant it stops believing it leads unless
         renewed. On a clean stop, `fn(None, now)` marks the instant it stopped leading. For
-        audits and tests of leadership history."""
-        self._elector.on_term = fn
+        audits and tests of leadership history. Each call adds an observer, beside those
+        already there; `on_leadership(None)` removes them all. One that raises is logged and
+        ignored: the elections go on."""
+        if fn is None:
+            self._on_leadership.clear()
+        else:
+            self._on_leadership.add(fn)
 
     @property
     def claim_store(self) -> DispatchStore:
@@ -261,9 +294,7 @@ class Dispatcher:
         _, pending = await asyncio.wait(tasks, timeout=grace)
         for running in list(self._running.values()):
             if running.task in pending:
-                running.reason = "shutdown"
-                running.ctx.cancelled.set()
-                running.task.cancel()
+                running.stop("shutdown")
         if pending:
             # Cancelled async jobs end at once; a sync job's thread cannot be stopped, so it is
             # waited for, but not for ever: past another grace period it is abandoned, and its
@@ -330,126 +361,62 @@ class Dispatcher:
                 older.job.attempt,
                 self.node_id,
             )
-            self._cancel(older, "lost")
+            older.stop("lost")
         timeout = self.config.timeout_for(job.type).total_seconds()
         ctx = JobContext(job=job, node_id=self.node_id, deadline=time.monotonic() + timeout)
-        task = asyncio.create_task(self._execute(job, ctx, timeout), name=f"jobyard-job-{job.id}")
-        self._running[job.id] = _Running(job=job, ctx=ctx, task=task)
+        attempt = Attempt(job=job, ctx=ctx)
+        attempt.task = asyncio.create_task(
+            self._run(attempt, timeout), name=f"jobyard-job-{job.id}"
+        )
+        self._running[job.id] = attempt
 
-    async def _execute(self, job: Job, ctx: JobContext, limit_s: float) -> None:
-        """The seed's `execute`: run, then record the outcome. Never raises."""
-        assert self._completer is not None
+    async def _run(self, attempt: Attempt, limit_s: float) -> None:
+        """The seed's `execute`: run one attempt, then record how it ended. Raises only when
+        its task is cancelled from outside the dispatcher, or a failpoint set to raise fires."""
+        job = attempt.job
         started = time.monotonic()
-        me = self._running.get(job.id)  # this run's entry; a later claim may replace it
-
-        def forget() -> None:
-            if self._running.get(job.id) is me:
-                del self._running[job.id]
-
-        def lost() -> bool:
-            """Taken away while it ran (a sync executor's thread outlives its cancellation):
-            the outcome is not this node's to record. Logged, then dropped."""
-            if me is None or me.reason != "lost":
-                return False
-            forget()
-            log.warning(
-                "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
-                job.id,
-                job.attempt,
-                self.node_id,
-            )
-            return True
-
-        self._observe_start(job)
-        runner = self._runners[job.type]
-        error: str | None = None
-        timed_out = permanent = False
-        scope = asyncio.timeout(limit_s)
+        self._on_job_start(job)
         try:
-            async with scope:
-                await runner(ctx, job, self._threads)
-        except asyncio.CancelledError:
-            forget()
-            ctx.cancelled.set()
-            reason = me.reason if me is not None else None
-            task = asyncio.current_task()
-            if reason is None and task is not None and task.cancelling() == 0:
-                # The executor raised CancelledError itself (nobody cancelled this run): a
-                # failure like any other, or the job would sit in processing for ever.
-                reason = "raised"
-            if reason == "shutdown":
-                self._completer.submit(self._result(job, Outcome.RELEASED))
-                self._observe_end(job, Outcome.RELEASED, started)
-            elif reason == "raised":
-                outcome = Outcome.RETRY if job.attempt < job.max_attempts else Outcome.FAILED
-                error = "CancelledError: raised by the executor"
-                self._completer.submit(self._result(job, outcome, error))
-                self.notify()
-                self._observe_end(job, outcome, started)
-            elif reason != "lost":
-                raise
+            end = await run_attempt(attempt, self._runners[job.type], self._threads, limit_s)
+        finally:
+            # Its slot is free before its result is queued: the wake-up that follows may claim.
+            # A later claim of the same job may have replaced this entry; that one stays.
+            if self._running.get(job.id) is attempt:
+                del self._running[job.id]
+        self._record(attempt, end, started)
+
+    def _record(self, attempt: Attempt, end: AttemptEnd, started: float) -> None:
+        """Queue the attempt's result for the next cycle, wake the loop for the free slot and
+        tell the observers; or, for an attempt whose claim was lost, only say so."""
+        assert self._completer is not None
+        job = attempt.job
+        if end.outcome is None:
+            if end.how is Ending.DROPPED:
+                log.warning(
+                    "job %d attempt %d ended on node %s after it was taken away; outcome dropped",
+                    job.id,
+                    job.attempt,
+                    self.node_id,
+                )
             return
-        except Snooze as snooze:
-            if lost():
-                return
-            if not scope.expired():
-                forget()
-                self._completer.submit(self._result(job, Outcome.RELEASED, delay=snooze.seconds))
-                self.notify()
-                return
-        except PermanentError as exc:
-            if not scope.expired():
-                permanent = True
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except Exception as exc:
-            if not scope.expired():
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if lost():
-            return
-        if scope.expired():
-            # Cancelled at the deadline, whether the executor let the cancellation through
-            # (TimeoutError), swallowed it, or (a sync one) finished late in its thread.
-            timed_out = True
-            ctx.cancelled.set()
-            error = f"timed out after {limit_s:g}s (job timeout)"
-        forget()
-        failpoints.hit("after_effect")
-        if error is None:
-            outcome = Outcome.COMPLETED
-        elif job.attempt < job.max_attempts and not permanent:
-            outcome = Outcome.RETRY
-        else:
-            outcome = Outcome.FAILED
-        if error is not None:
-            log.log(
-                logging.WARNING if outcome is Outcome.RETRY else logging.ERROR,
-                "job %d (%s) attempt %d/%d %s: %s",
-                job.id,
-                job.type,
-                job.attempt,
-                job.max_attempts,
-                "timed out" if timed_out else "failed",
-                error,
-            )
-        self._completer.submit(self._result(job, outcome, error))
+        if end.how in (Ending.FINISHED, Ending.TIMED_OUT):
+            # The executor ran to its end: its effects happened and its result is not queued.
+            failpoints.hit("after_effect")
+            if end.error is not None:
+                log.log(
+                    logging.WARNING if end.outcome is Outcome.RETRY else logging.ERROR,
+                    "job %d (%s) attempt %d/%d %s: %s",
+                    job.id,
+                    job.type,
+                    job.attempt,
+                    job.max_attempts,
+                    "timed out" if end.how is Ending.TIMED_OUT else "failed",
+                    end.error,
+                )
+        self._completer.submit(self._result(job, end.outcome, end.error, delay=end.delay))
         self.notify()  # a slot is free
-        self._observe_end(job, outcome, started)
-
-    def _observe_start(self, job: Job) -> None:
-        if self.on_job_start is not None:
-            try:
-                self.on_job_start(job)
-            except Exception:
-                log.exception("the on_job_start hook raised; ignored")
-
-    def _observe_end(self, job: Job, outcome: Outcome, started: float) -> None:
-        # Observers see every attempt that ends on this node, but must never stop the job's
-        # result from being recorded.
-        if self.on_job_end is not None:
-            try:
-                self.on_job_end(job, outcome, time.monotonic() - started)
-            except Exception:
-                log.exception("the on_job_end hook raised; ignored")
+        if end.how is not Ending.SNOOZED:  # a snooze is no outcome of its own
+            self._on_job_end(job, end.outcome, time.monotonic() - started)
 
     def _result(
         self, job: Job, outcome: Outcome, error: str | None = None, *, delay: float = 0.0
@@ -497,7 +464,7 @@ class Dispatcher:
             # The database no longer has this run on this node (rescued after we were
             # presumed dead): stop it; its result would be dropped anyway.
             log.warning("job %d attempt %d was taken away from node %s", *key, self.node_id)
-            self._cancel(entry, "lost")
+            entry.stop("lost")
         local = {(job_id, entry.job.attempt) for job_id, entry in before.items()}
         strays = set(beat.owned) - local - reporting
         for job_id, attempt in strays & self._strays:
@@ -513,11 +480,6 @@ class Dispatcher:
             )
             self.notify()
         self._strays = strays
-
-    def _cancel(self, entry: _Running, reason: str) -> None:
-        entry.reason = reason
-        entry.ctx.cancelled.set()
-        entry.task.cancel()
 
     def _alive(self) -> bool:
         """False once this node's own liveness may have lapsed in the database: it must stop
@@ -539,7 +501,7 @@ class Dispatcher:
                     # them here rather than run them twice.
                     log.error("node %s lost its liveness; stopping its jobs", self.node_id)
                     for entry in list(self._running.values()):
-                        self._cancel(entry, "lost")
+                        entry.stop("lost")
 
     async def _watch(self) -> None:
         """Turn the store's notifications into wake-ups; restarts itself if it ever fails."""
