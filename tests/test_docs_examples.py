@@ -29,21 +29,25 @@ line(s) right above its opening fence:
 How they are run:
 
 - Python: each example on its own, as example.py in an empty directory, with this test's
-  interpreter; stdout is compared.
+  interpreter. It must exit 0, and its stdout is compared.
 - Bash blocks and transcripts: one page at a time, in page order, in one directory, as one
   reader would in one terminal: files, the database (jobyard.db) and shell variables carry over
   from one example to the next. `.venv/bin/jobyard` is the jobyard beside this interpreter.
   Output is stdout and stderr together, as a terminal shows them. A page's `jobyard serve`
   (started as `make run` would, in that directory, on a free port that replaces
   127.0.0.1:8000) runs for each stretch of consecutive examples that need it. The docs'
-  PostgreSQL database (`myapp` on 127.0.0.1:5432) is a fresh database on JOBYARD_TEST_PG.
+  PostgreSQL database (`myapp` on 127.0.0.1:5432) is a fresh database on JOBYARD_TEST_PG;
+  without PostgreSQL those examples are left out with a warning (they fail with CI=true).
 - The environment has no JOBYARD_* settings, as for a reader who set none.
+- Each example marked skip is listed, with its reason, in pytest's summary of skipped tests.
 
 Before comparing, what differs from run to run is rewritten on both sides (see
 `docs_examples.Normalizer`): times, workspace, session and node ids (each distinct one numbered
 in order of appearance, so a page that shows one id twice must print one id twice), process
-ids, and the count of jobs finished in the last full minute. A ```json output block holding one
-pretty-printed document is compared as JSON values, whatever the command's layout.
+ids, and the count of jobs finished in the last full minute. Spaces at the end of a line, and
+the output's last newline, do not count. A ```json output block holding one pretty-printed
+document is compared after laying both sides out alike: values and key order count, the
+command's indentation does not.
 """
 
 from __future__ import annotations
