@@ -256,14 +256,13 @@ async def _preflight(url: str) -> None:
     """Fail fast, with the address in the message, when PostgreSQL cannot be reached.
 
     The stores open lazily and the PostgreSQL pool keeps retrying for 30 s before it gives up;
-    a store that waits 5 s at most turns a typo into an immediate clear error. (SQLite needs no
-    check: the store creates the file and its folder on first use.)
+    one direct attempt with a short timeout turns a typo into an immediate clear error.
     """
     if not url.startswith(("postgresql://", "postgres://")):
         return
-    store = open_store(url, auto_migrate=False, open_timeout=5.0, min_size=1, max_size=1)
+    store = open_store(url, auto_migrate=False)
     try:
-        await store.now()
+        await store.check_reachable(within=5.0)
     except StoreUnavailable as exc:
         raise CliError(str(exc)) from None
     finally:

@@ -74,6 +74,12 @@ class SchemaStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def check_reachable(self, within: float = 5.0) -> None:
+        """Raise StoreUnavailable, with the driver's reason, when the database cannot be
+        reached within about `within` seconds; a quick check before work that would otherwise
+        wait for a pool's longer timeout. (SQLite has nothing to reach.)"""
+        ...
+
 
 class QueueStore(Protocol):
     """What `Queue` needs: inserting jobs, alone, in a batch, or inside the caller's own

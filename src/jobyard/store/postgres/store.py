@@ -233,15 +233,22 @@ class PostgresStore(StoreBase):
         host = str(info.get("host") or "localhost")
         return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
 
-    async def _why_unreachable(self) -> str | None:
+    async def _why_unreachable(self, within: float = 5.0) -> str | None:
         """The driver's own reason a connection fails (refused, unknown database, bad
-        password...), which the pool's timeout does not say."""
+        password...), which the pool's timeout does not say; None when it connects."""
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=5)
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=max(1, round(within))
+            )
         except psycopg.Error as exc:
             return " ".join(str(exc).split()) or type(exc).__name__
         await conn.close()
         return None
+
+    async def check_reachable(self, within: float = 5.0) -> None:
+        reason = await self._why_unreachable(within)
+        if reason is not None:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.address}: {reason}")
 
     def application_name(self, role: str) -> str:
         """`jobyard:<node>:<role>`, as shown in pg_stat_activity (at most 63 bytes)."""

@@ -263,6 +263,9 @@ class SQLiteStore(StoreBase):
         finally:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
+    async def check_reachable(self, within: float = 5.0) -> None:
+        return None  # the file and its folder are created on first use
+
     # -- for applications with tables of their own -------------------------------------------
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` in one write transaction (`BEGIN IMMEDIATE`) on the store's own
