@@ -1,8 +1,9 @@
 """A real uvicorn server on a free loopback port, in a background thread, for HTTP tests.
 
 The server owns its event loop and its runtime (store, dispatcher), and is the one `jobyard
-serve` runs (`jobyard.api.server.build_server`), on a socket bound before it starts; tests talk
-to it over HTTP and inspect the database through their own connection.
+serve` runs (`jobyard.api.server.build_server`, with its connection guards), on a socket bound
+before it starts; tests talk to it over HTTP and inspect the database through their own
+connection.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def live_server(
     server: dict[str, object] | None = None,
     **config: object,
 ) -> Iterator[LiveServer]:
-    """`server` overrides ServerSettings fields; `config` overrides Config's."""
+    """`server` overrides ServerSettings fields (timeouts, caps); `config` overrides Config's."""
     cfg = Config(**{**FAST, **config}, database_url=database_url, data_dir=data_dir)  # type: ignore[arg-type]
     runtime = build_runtime(cfg)
     sockets = bind("127.0.0.1", 0)

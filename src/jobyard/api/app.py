@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from jobyard.api import dashboard
 from jobyard.api.metrics import Metrics
 from jobyard.api.routes import api, health
-from jobyard.api.security import BodySizeLimit
+from jobyard.api.security import BodyLimits
 from jobyard.api.settings import ServerSettings
 from jobyard.model import JobyardError, StoreError
 from jobyard.runtime import Runtime
@@ -115,7 +115,7 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         # operational error, never a bare 500 with a traceback.
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     if token is None:
         # Without a token the server is on loopback only; refusing other Host names stops a
         # web page from reaching it through DNS rebinding.

@@ -1,7 +1,8 @@
-"""Who may call the API, and how big a request may be."""
+"""Who may call the API, and how big and how slow a request body may be."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit", "require_token", "session_value", "token_matches"]
+__all__ = ["BodyLimits", "require_token", "session_value", "token_matches"]
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -42,13 +43,22 @@ async def require_token(request: Request) -> None:
         )
 
 
-class BodySizeLimit:
-    """Refuse bodies over `limit` bytes with 413, by Content-Length up front or while the body
-    streams in (a chunked upload has no length to check)."""
+class BodyLimits:
+    """Refuse bodies over `max_bytes` with 413, by Content-Length up front or while the body
+    streams in (a chunked upload has no length to check), and bodies that have not fully
+    arrived `timeout` seconds after the request began with 408.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Both answers carry `Connection: close`: the rest of the body is never read as a request.
+    The server reads and discards what the client still sends for a moment before closing
+    (see `jobyard.api.connections`), so a client busy uploading sees the answer rather than a
+    reset connection. The deadline covers only the body; once it is in, the app may take as
+    long as it needs.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
-        self.limit = limit
+        self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,26 +66,40 @@ class BodySizeLimit:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _too_large(send, self.limit)
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _refuse(send, 413, f"request body larger than {self.max_bytes} bytes")
             return
+        deadline = asyncio.get_running_loop().time() + self.timeout
         seen = 0
-        started = refused = False
+        started = refused = body_done = False
+
+        async def refuse(code: int, detail: str) -> Message:
+            # Answer ourselves and tell the app the client left: whatever the app does with
+            # that (frameworks turn a body error into 400), it is not sent.
+            nonlocal refused
+            refused = True
+            if not started:
+                await _refuse(send, code, detail)
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
-            nonlocal seen, refused
+            nonlocal seen, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()  # after the body: only a disconnect, whenever it comes
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(
+                    408, f"the request body did not arrive within {self.timeout:g} seconds"
+                )
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    # Answer 413 ourselves and tell the app the client left: whatever the app
-                    # does with that (frameworks turn a body error into 400), it is not sent.
-                    refused = True
-                    if not started:
-                        await _too_large(send, self.limit)
-                    return {"type": "http.disconnect"}
+                body_done = not message.get("more_body", False)
+                if seen > self.max_bytes:
+                    return await refuse(413, f"request body larger than {self.max_bytes} bytes")
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -89,11 +113,12 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
+async def _refuse(send: Send, code: int, detail: str) -> None:
+    body = f'{{"detail":"{detail}"}}'.encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -2,9 +2,9 @@
 
 `bind` takes the listening address first, so a port already in use is reported at once, before
 the database is touched or a node joins the cluster, and nothing else can take the port between
-the check and the server starting. `serve` then runs uvicorn on those sockets until SIGINT or
-SIGTERM; uvicorn then stops the app, which drains the node, and `serve` returns normally, so the
-process exits 0.
+the check and the server starting. `serve` then runs uvicorn on those sockets with the
+connection guards of `jobyard.api.connections`, until SIGINT or SIGTERM; uvicorn then stops the
+app, which drains the node, and `serve` returns normally, so the process exits 0.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from jobyard.api.app import create_app
+from jobyard.api.connections import ConnectionLimits, guarded_protocol
 from jobyard.api.settings import ServerSettings
 from jobyard.config import Config
 from jobyard.model import ConfigError, JobyardError
@@ -128,11 +129,13 @@ def build_server(
     log_level: str = "info",
     access_log: bool = False,
 ) -> uvicorn.Server:
-    """The uvicorn server `serve` runs; tests run the same one."""
+    """The uvicorn server `serve` runs, with the connection guards; tests run the same one."""
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(ConnectionLimits.from_settings(settings)),
+        ws="none",  # no WebSocket routes: an upgrade is an ordinary request, and refused
         lifespan="on",
         log_level=log_level,
         access_log=access_log,

@@ -22,11 +22,14 @@ def is_loopback(host: str) -> bool:
 
 
 class ServerSettings(BaseSettings):
-    """How the HTTP server listens and whom it lets in.
+    """How the HTTP server listens, whom it lets in, and how long it waits for slow clients.
 
     `api_token` (`JOBYARD_API_TOKEN`): when set, every `/api` call needs
     `Authorization: Bearer <token>`, and so does the dashboard. Without it the server listens on
     loopback only; `host` beyond loopback without a token is refused.
+
+    `header_timeout`, `body_timeout` and `max_connections` bound what a slow or idle client can
+    hold; see docs/configuration.md for what each guarantees.
     """
 
     model_config = SettingsConfigDict(env_prefix="JOBYARD_", extra="ignore")
@@ -35,6 +38,9 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1)
 
     @field_validator("api_token", mode="before")
     @classmethod
