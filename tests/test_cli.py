@@ -364,6 +364,19 @@ def test_serve_prints_the_dashboard_url_and_passes_settings(
     assert result.stdout.splitlines()[0] == f"jobyard dashboard: http://127.0.0.1:{ports[0]}/"
 
 
+def test_serve_refuses_a_token_padded_with_spaces(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted, it would refuse every bearer token: HTTP strips the spaces around a header."""
+    started: list[object] = []
+    monkeypatch.setattr(jobyard.api.server, "serve", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("JOBYARD_API_TOKEN", " abcdefghijklmnop ")
+    line = error_line(cli(sqlite_url, "serve"), 2)
+    assert line.startswith("error: invalid server settings: JOBYARD_API_TOKEN: must not start")
+    assert "abcdefghijklmnop" not in line
+    assert started == []
+
+
 def test_serve_whose_app_fails_to_start_is_one_line(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

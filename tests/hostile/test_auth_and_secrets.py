@@ -28,6 +28,7 @@ import jobyard.api.security
 from jobyard.api import ServerSettings, create_app
 from jobyard.api.dashboard import COOKIE
 from jobyard.api.security import session_value
+from jobyard.model import ConfigError
 from tests.hostile.helpers import send
 from tests.live_server import LiveServer, live_server
 
@@ -313,3 +314,39 @@ def test_the_token_never_appears_in_metrics_schema_or_errors(secured: LiveServer
     assert "jobyard_jobs" in answers[0].text
     for settings_repr in (repr(ServerSettings(api_token=TOKEN)), repr(secured.config)):
         assert TOKEN not in settings_repr
+
+
+# -- the token itself ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        (" abcdefghijklmnop ", "must not start or end with spaces"),
+        ("abcdefghijklmnop\n", "must not start or end with spaces"),
+        ("\tabcdefghijklmnop", "must not start or end with spaces"),
+        ("abcdefgh\x1bijklmnop", "only printable ASCII"),
+        ("abcdefghijklmnopé", "only printable ASCII"),
+        ("short", "at least 16 characters"),
+    ],
+    ids=["padded", "trailing-newline", "leading-tab", "escape", "non-ascii", "short"],
+)
+def test_a_token_no_header_could_carry_is_refused_at_start_up(token: str, why: str) -> None:
+    """Accepted, such a token would refuse every client: HTTP strips the spaces around a
+    header value, and a header carries only ASCII. (`jobyard serve` reading it from
+    JOBYARD_API_TOKEN is in tests/test_cli.py.)"""
+    with pytest.raises(ConfigError) as refused:
+        ServerSettings.load(api_token=token)
+    message = str(refused.value)
+    assert message.startswith("invalid server settings: JOBYARD_API_TOKEN: "), message
+    assert why in message
+    assert token.strip() not in message
+
+
+def test_a_token_with_spaces_inside_works_as_a_bearer_token(tmp_path: Path) -> None:
+    phrase = "correct horse battery staple"
+    assert ServerSettings(api_token=phrase).api_token is not None  # type: ignore[arg-type]
+    with (
+        live_server(f"sqlite:///{tmp_path / 'j.db'}", tmp_path / "data", token=phrase) as live,
+        httpx.Client(base_url=live.url, timeout=10) as http,
+    ):
+        ok = http.get("/api/status", headers={"Authorization": f"Bearer {phrase}"})
+        assert ok.status_code == 200

@@ -26,7 +26,9 @@ class ServerSettings(BaseSettings):
 
     `api_token` (`JOBYARD_API_TOKEN`): when set, every `/api` call needs
     `Authorization: Bearer <token>`, and so does the dashboard. Without it the server listens on
-    loopback only; `host` beyond loopback without a token is refused.
+    loopback only; `host` beyond loopback without a token is refused. A token that no HTTP
+    client could present (surrounding spaces, control or non-ASCII characters) is refused here,
+    rather than accepted and then never matched.
 
     `header_timeout`, `body_timeout` and `max_connections` bound what a slow or idle client can
     hold; see docs/configuration.md for what each guarantees.
@@ -50,7 +52,21 @@ class ServerSettings(BaseSettings):
     @field_validator("api_token")
     @classmethod
     def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret != secret.strip():
+            # HTTP drops the spaces around a header value, so a padded token could never match.
+            raise ValueError(
+                "must not start or end with spaces or line breaks, which an Authorization "
+                "header cannot carry; remove them"
+            )
+        if not all(" " <= c <= "~" for c in secret):
+            raise ValueError(
+                "may contain only printable ASCII characters (letters, digits, punctuation, "
+                "spaces), which an Authorization header can carry"
+            )
+        if len(secret) < 16:
             raise ValueError("must be at least 16 characters")
         return value
 
