@@ -8,9 +8,11 @@ swaps it in. Actions are plain HTML forms that POST and redirect back (303), so 
 with no script at all, just without the live refresh.
 
 Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
-or as the `jobyard_token` cookie that `/ui/login` sets. Without a token the server only listens
-on loopback, so the page is open; forms posted from another site are still refused (see
-`_same_origin`), because a web page in the operator's browser can reach loopback.
+or by signing in at `/ui/login`, which starts a session of this server process (see
+`jobyard.api.sessions`) and keeps its id in the `jobyard_session` cookie; signing out ends it.
+Without a token the server only listens on loopback, so the page is open; forms posted from
+another site are still refused (see `_same_origin`), because a web page in the operator's
+browser can reach loopback.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from jobyard.api.security import bearer, session_value, token_matches
+from jobyard.api.security import bearer, token_matches
+from jobyard.api.sessions import SignIns
 from jobyard.model import Job, JobStatus, PayloadError, UnknownJobType
 from jobyard.runtime import Runtime
 from jobyard.services.entities import Session, Workspace
@@ -39,7 +42,7 @@ __all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
 # HTML, not JSON: nothing here belongs in the OpenAPI schema.
 router = APIRouter(include_in_schema=False)
 
-COOKIE: Final = "jobyard_token"
+COOKIE: Final = "jobyard_session"
 LIVE_PATH: Final = "/ui/live"
 LOGIN_PATH: Final = "/ui/login"
 THROUGHPUT_MINUTES: Final = 30
@@ -250,14 +253,19 @@ def _token_required(request: Request) -> bool:
     return token is not None
 
 
+def _sign_ins(request: Request) -> SignIns:
+    sign_ins: SignIns = request.app.state.sign_ins
+    return sign_ins
+
+
 def _authorized(request: Request) -> bool:
-    """The API token, from a bearer header (scripts) or the login cookie (browsers); always
-    compared in constant time. Anyone may look when no token is configured."""
+    """A live sign-in session (browsers) or the API token as a bearer header (scripts, compared
+    in constant time). Anyone may look when no token is configured."""
     expected: str | None = request.app.state.api_token
     if expected is None:
         return True
-    return token_matches(bearer(request), expected) or token_matches(
-        request.cookies.get(COOKIE), session_value(expected)
+    return _sign_ins(request).valid(request.cookies.get(COOKIE)) or token_matches(
+        bearer(request), expected
     )
 
 
@@ -381,8 +389,9 @@ async def login_page(request: Request) -> Response:
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    """Check the token and keep it in a cookie the page's script cannot read (HttpOnly) and
-    that other sites' requests do not carry (SameSite=Strict)."""
+    """Check the token and start a session whose id goes in a cookie the page's script cannot
+    read (HttpOnly) and that other sites' requests do not carry (SameSite=Strict). The cookie
+    never holds the token or anything derived from it."""
     expected: str | None = request.app.state.api_token
     if expected is None:
         return _see_other("/")
@@ -394,10 +403,12 @@ async def login(request: Request) -> Response:
     presented = fields.get("token")
     if not token_matches(presented, expected):
         return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
+    sign_ins = _sign_ins(request)
     response = _see_other("/")
     response.set_cookie(
         COOKIE,
-        session_value(expected),
+        sign_ins.start(),
+        max_age=int(sign_ins.lifetime),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -408,8 +419,10 @@ async def login(request: Request) -> Response:
 
 @router.post("/ui/logout", response_class=HTMLResponse)
 async def logout(request: Request) -> Response:
+    """End the session, so its cookie opens nothing even if it was copied, and forget it."""
     if not _same_origin(request):
         return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
+    _sign_ins(request).end(request.cookies.get(COOKIE))
     response = _see_other(LOGIN_PATH if _token_required(request) else "/")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 from typing import Any
 
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimits", "require_token", "session_value", "token_matches"]
+__all__ = ["BodyLimits", "require_token", "token_matches"]
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -18,12 +17,6 @@ def token_matches(presented: str | None, expected: str) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(presented.encode(), expected.encode())
-
-
-def session_value(token: str) -> str:
-    """What the dashboard's sign-in cookie holds: derived from the token, so a stolen cookie
-    opens the dashboard but does not reveal the API token itself."""
-    return hmac.new(token.encode(), b"jobyard dashboard session v1", hashlib.sha256).hexdigest()
 
 
 def bearer(request: Request) -> str | None:
