@@ -26,6 +26,7 @@ import jobyard.api.dashboard
 import jobyard.api.routes
 import jobyard.api.security
 import jobyard.api.sessions
+import jobyard.api.throttle
 from jobyard.api import ServerSettings, create_app
 from jobyard.api.dashboard import COOKIE
 from jobyard.api.sessions import SignIns
@@ -62,7 +63,12 @@ PATH_VALUES: Final = {
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("secured")
-    with live_server(f"sqlite:///{root / 'jobyard.db'}", root / "data", token=TOKEN) as live:
+    # Every wrong token here must be answered as a wrong token, never throttled: the budget
+    # of wrong tokens has tests of its own (tests/test_http_guards.py).
+    unthrottled = {"auth_failures": 1_000_000}
+    with live_server(
+        f"sqlite:///{root / 'jobyard.db'}", root / "data", token=TOKEN, server=unthrottled
+    ) as live:
         yield live
 
 
@@ -242,6 +248,7 @@ def test_no_operator_comparison_touches_the_token() -> None:
         jobyard.api.app,
         jobyard.api.routes,
         jobyard.api.sessions,
+        jobyard.api.throttle,
     )
     for module in modules:
         tree = ast.parse(inspect.getsource(module))

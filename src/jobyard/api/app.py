@@ -23,6 +23,7 @@ from jobyard.api.routes import api, health
 from jobyard.api.security import BodyLimits
 from jobyard.api.sessions import SignIns
 from jobyard.api.settings import ServerSettings
+from jobyard.api.throttle import FailureBudget
 from jobyard.model import JobyardError, StoreError
 from jobyard.runtime import Runtime
 
@@ -69,8 +70,9 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     app.state.runtime = runtime
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app.state.api_token = token
-    # In this process's memory: sign-ins end with the process.
+    # Both in this process's memory: sign-ins and guessing budgets end with the process.
     app.state.sign_ins = SignIns()
+    app.state.auth_failures = FailureBudget(settings.auth_failures, settings.auth_failure_interval)
     metrics = Metrics(runtime)
     app.include_router(api)
     app.include_router(health)

@@ -10,6 +10,7 @@ with no script at all, just without the live refresh.
 Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
 or by signing in at `/ui/login`, which starts a session of this server process (see
 `jobyard.api.sessions`) and keeps its id in the `jobyard_session` cookie; signing out ends it.
+Wrong tokens, in the header or the form, are throttled per client (`jobyard.api.throttle`).
 Without a token the server only listens on loopback, so the page is open; forms posted from
 another site are still refused (see `_same_origin`), because a web page in the operator's
 browser can reach loopback.
@@ -29,7 +30,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from jobyard.api.security import bearer, token_matches
+from jobyard.api.security import bearer_matches, presented_token_matches, throttled
 from jobyard.api.sessions import SignIns
 from jobyard.model import Job, JobStatus, PayloadError, UnknownJobType
 from jobyard.runtime import Runtime
@@ -260,12 +261,13 @@ def _sign_ins(request: Request) -> SignIns:
 
 def _authorized(request: Request) -> bool:
     """A live sign-in session (browsers) or the API token as a bearer header (scripts, compared
-    in constant time). Anyone may look when no token is configured."""
+    in constant time and throttled: a client out of wrong tokens gets 429). Anyone may look
+    when no token is configured."""
     expected: str | None = request.app.state.api_token
     if expected is None:
         return True
-    return _sign_ins(request).valid(request.cookies.get(COOKIE)) or token_matches(
-        bearer(request), expected
+    return _sign_ins(request).valid(request.cookies.get(COOKIE)) or bearer_matches(
+        request, expected
     )
 
 
@@ -400,8 +402,15 @@ async def login(request: Request) -> Response:
     fields = await _form(request)
     if isinstance(fields, HTMLResponse):
         return fields
-    presented = fields.get("token")
-    if not token_matches(presented, expected):
+    if (refusal := throttled(request)) is not None:
+        page = _render(
+            "login.html",
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            error="Too many wrong tokens from your address. Wait a little, then try again.",
+        )
+        page.headers.update(refusal.headers or {})
+        return page
+    if not presented_token_matches(request, fields.get("token"), expected):
         return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
     sign_ins = _sign_ins(request)
     response = _see_other("/")

@@ -9,7 +9,16 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimits", "require_token", "token_matches"]
+from jobyard.api.throttle import FailureBudget, client_key
+
+__all__ = [
+    "BodyLimits",
+    "bearer_matches",
+    "presented_token_matches",
+    "require_token",
+    "throttled",
+    "token_matches",
+]
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -25,10 +34,49 @@ def bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def _budget(request: Request) -> tuple[FailureBudget, str]:
+    budget: FailureBudget = request.app.state.auth_failures
+    return budget, client_key(request.client.host if request.client else None)
+
+
+def throttled(request: Request) -> HTTPException | None:
+    """The 429 to answer when this client has used up its wrong tokens, else None.
+
+    Checked before any token is compared, so a guess made while throttled learns nothing."""
+    budget, client = _budget(request)
+    if budget.retry_after(client) <= 0:
+        return None
+    return HTTPException(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        detail="too many wrong tokens from this address; try again later",
+        headers={"Retry-After": budget.retry_after_header(client)},
+    )
+
+
+def presented_token_matches(request: Request, presented: str | None, expected: str) -> bool:
+    """Check a token the client presented (header or form), spending one of its wrong tokens
+    when it does not match. Raises the 429 of `throttled` instead of checking while the
+    client's budget is spent. Presenting nothing is not a guess and costs nothing."""
+    if presented is None:
+        return False
+    if (refusal := throttled(request)) is not None:
+        raise refusal
+    if token_matches(presented, expected):
+        return True
+    budget, client = _budget(request)
+    budget.failed(client)
+    return False
+
+
+def bearer_matches(request: Request, expected: str) -> bool:
+    """Whether the request's bearer token is `expected`; throttled like every token check."""
+    return presented_token_matches(request, bearer(request), expected)
+
+
 async def require_token(request: Request) -> None:
     """FastAPI dependency for every /api route."""
     expected: str | None = request.app.state.api_token
-    if expected is not None and not token_matches(bearer(request), expected):
+    if expected is not None and not bearer_matches(request, expected):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong bearer token",

@@ -31,7 +31,8 @@ class ServerSettings(BaseSettings):
     rather than accepted and then never matched.
 
     `header_timeout`, `body_timeout` and `max_connections` bound what a slow or idle client can
-    hold; see docs/configuration.md for what each guarantees.
+    hold; `auth_failures` and `auth_failure_interval` bound how fast one address can guess the
+    token. See docs/configuration.md for what each guarantees.
     """
 
     model_config = SettingsConfigDict(env_prefix="JOBYARD_", extra="ignore")
@@ -43,6 +44,8 @@ class ServerSettings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_connections: int = Field(default=1000, ge=1)
+    auth_failures: int = Field(default=10, ge=1)
+    auth_failure_interval: float = Field(default=6.0, gt=0, le=86400)
 
     @field_validator("api_token", mode="before")
     @classmethod
