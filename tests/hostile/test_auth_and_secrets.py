@@ -331,7 +331,7 @@ def test_the_token_never_appears_in_metrics_schema_or_errors(secured: LiveServer
         assert TOKEN not in settings_repr
 
 
-# -- sessions and the token itself ---------------------------------------------------------
+# -- sessions, redirects and the token itself ------------------------------------------------
 def test_signing_out_ends_the_session_so_a_copied_cookie_is_refused(secured: LiveServer) -> None:
     session = signed_in_cookie(secured)
     copied = {"Cookie": f"{COOKIE}={session}"}
@@ -370,6 +370,21 @@ def test_sign_ins_are_capped_and_the_oldest_ends_first() -> None:
     first, second, third = sign_ins.start(), sign_ins.start(), sign_ins.start()
     assert len({first, second, third}) == 3
     assert [sign_ins.valid(s) for s in (first, second, third)] == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [("/api/status/", "/api/status"), ("/api/jobs/?limit=1", "/api/jobs?limit=1")],
+)
+def test_trailing_slash_redirects_name_no_host(
+    secured: LiveServer, path: str, location: str
+) -> None:
+    """With a token, any Host is served; a redirect built from it would point elsewhere."""
+    with httpx.Client(base_url=secured.url, timeout=10) as http:
+        for host in ("attacker.example", "attacker.example:8000", secured.url[7:]):
+            response = http.get(path, headers={"Host": host})
+            assert response.status_code == 307, host
+            assert response.headers["location"] == location, host
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from jobyard.api import dashboard
 from jobyard.api.metrics import Metrics
+from jobyard.api.redirects import RelativeRedirects
 from jobyard.api.routes import api, health
 from jobyard.api.security import BodyLimits
 from jobyard.api.sessions import SignIns
@@ -121,6 +122,7 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(RelativeRedirects)
     if token is None:
         # Without a token the server is on loopback only; refusing other Host names stops a
         # web page from reaching it through DNS rebinding.
