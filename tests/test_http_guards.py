@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import inspect
+import logging
 import select
 import socket
 import time
@@ -142,10 +143,10 @@ def test_request_heads_over_64_kib_are_answered_431(short: LiveServer) -> None:
 
 
 # -- request bodies ----------------------------------------------------------------------------
-def post_head(path: str, length: int, extra: str = "") -> bytes:
+def post_head(path: str, length: int, content_type: str = "application/json") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n{extra}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
     ).encode()
 
 
@@ -179,6 +180,32 @@ def test_a_body_still_trickling_after_an_early_answer_is_cut_off(short: LiveServ
         received, _ = trickle(sock, b" " * 1000, every=0.05, within=MARGIN)
     assert received == b""
     assert time.monotonic() - started <= SHORT + 1.0 + MARGIN
+
+
+def test_refusing_a_form_body_logs_no_traceback(
+    short: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dashboard's form handler raises when told the client left; after a 408 or 413 that
+    is expected, and must not log a traceback per slow or oversized request."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(caplog.handler)  # uvicorn's loggers do not propagate to the root
+    try:
+        form = "application/x-www-form-urlencoded"
+        with connect(short) as sock:
+            sock.sendall(post_head("/ui/workspaces", 100, form) + b"name=")
+            stalled, _ = until_closed(sock, SHORT + LINGER_IDLE + MARGIN)
+        with httpx.Client(base_url=short.url, timeout=10) as client:
+            chunked = client.post(
+                "/ui/workspaces",
+                content=(b"name=" + b"x" * 65536 for _ in range(48)),
+                headers={"content-type": form},
+            )
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert stalled.startswith(b"HTTP/1.1 408 "), stalled
+    assert chunked.status_code == 413
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 def test_a_body_that_arrives_in_time_is_served(short: LiveServer) -> None:

@@ -7,6 +7,7 @@ import hmac
 from typing import Any
 
 from fastapi import HTTPException, Request, status
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobyard.api.throttle import FailureBudget, client_key
@@ -151,7 +152,13 @@ class BodyLimits:
                 started = True
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:
+                raise
+            # Expected: we answered and told the app the client left. Letting it escape
+            # would log a traceback for every slow or oversized form body.
 
 
 async def _refuse(send: Send, code: int, detail: str) -> None:
