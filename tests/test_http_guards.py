@@ -16,6 +16,7 @@ import inspect
 import logging
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,12 @@ from typing import Final
 import httpx
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from jobyard.api import ServerSettings
 from jobyard.api.connections import ConnectionLimits
+from jobyard.api.server import bind, build_server
 from tests.live_server import LiveServer, live_server
 
 SHORT: Final = 0.5  # the header and body timeouts these tests configure, in seconds
@@ -310,6 +314,55 @@ def test_a_client_that_keeps_sending_after_the_413_is_cut_off(short: LiveServer)
     assert sent < limits.linger_bytes + 32 * 1024 * 1024
 
 
+# -- WebSockets -----------------------------------------------------------------------------
+async def echo_websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket echo, for the upgrade test: jobyard's own app has no WebSocket routes."""
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    assert scope["type"] == "websocket"
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
+
+
+def test_a_websocket_outlives_the_http_deadlines() -> None:
+    settings = ServerSettings(host="127.0.0.1", port=0, header_timeout=SHORT, body_timeout=SHORT)
+    sockets = bind("127.0.0.1", 0)
+    server = build_server(echo_websocket_app, settings, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        port = sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 101 ")
+            # Past every HTTP deadline (header and body timeouts, the body backstop)...
+            readable, _, _ = select.select([sock], [], [], SHORT + 1.0 + 1.0)
+            assert not readable, sock.recv(100)  # ...nothing came, not even a close
+            mask = b"\x01\x02\x03\x04"
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"ping"))
+            sock.sendall(b"\x81\x84" + mask + payload)  # a masked text frame, "ping"
+            assert sock.recv(100) == b"\x81\x04ping"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        for sock in sockets:
+            sock.close()
+
+
 # -- the uvicorn internals the guards use ------------------------------------------------------
 def test_the_uvicorn_internals_the_guards_rely_on_are_there() -> None:
     """A readable failure when uvicorn changes what `jobyard.api.connections` and
@@ -321,6 +374,7 @@ def test_the_uvicorn_internals_the_guards_rely_on_are_there() -> None:
         "on_headers_complete",
         "on_message_complete",
         "on_response_complete",
+        "handle_websocket_upgrade",
         "shutdown",
     ):
         assert callable(getattr(HttpToolsProtocol, name, None)), name

@@ -16,6 +16,8 @@ runs uvicorn with the protocol below, uvicorn's own httptools protocol plus:
   trickling in after the app answered without reading it.
 - **Connection cap.** A connection beyond `max_connections` open ones is answered 503 and
   closed at once, before it can hold anything.
+- **WebSockets.** A connection upgraded to a WebSocket (for an app with WebSocket routes, run
+  through `serve_app`) leaves these guards for uvicorn's WebSocket protocol and its timeouts.
 - **Lingering close.** When the app answers before the body is in (413, 408, a 401 with
   `Connection: close`) and the connection is to close, closing at once would make the client's
   kernel reset the connection while it is still sending, and the client would likely see the
@@ -210,6 +212,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if too_large and not self.transport.is_closing():
             self._answer_and_close(431, "Request headers too large.")
 
+    def handle_websocket_upgrade(self) -> None:
+        # The connection becomes a WebSocket with a protocol (and timeouts) of its own: none of
+        # the HTTP deadlines here may close it later.
+        self._cancel_timer()
+        self._head = self._body_pending = False
+        super().handle_websocket_upgrade()
+
     def shutdown(self) -> None:
         if self._lingering:
             self._close_now()  # the server is stopping: no more waiting for this client
@@ -227,7 +236,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_pending = False
         self._cancel_timer()
         super().on_message_complete()
-        if self.cycle.response_complete and not self.transport.is_closing():
+        # No cycle yet for a WebSocket upgrade: handle_websocket_upgrade comes next.
+        answered = self.cycle is not None and self.cycle.response_complete
+        if answered and not self.transport.is_closing():
             self._wait_for_head()  # answered before the body was in; the body is in now
 
     def on_response_complete(self) -> None:

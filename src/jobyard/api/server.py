@@ -135,7 +135,6 @@ def build_server(
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(ConnectionLimits.from_settings(settings)),
-        ws="none",  # no WebSocket routes: an upgrade is an ordinary request, and refused
         lifespan="on",
         log_level=log_level,
         access_log=access_log,
