@@ -142,7 +142,11 @@ def test_jobs_are_enqueued_listed_with_keyset_pages_and_cancelled(server: LiveSe
 
         cancelled = http.post(f"/api/jobs/{ids[0]}/cancel")
         assert cancelled.json()["status"] == "cancelled"
-        assert http.post(f"/api/jobs/{ids[0]}/cancel").status_code == 200  # idempotent
+        again = http.post(f"/api/jobs/{ids[0]}/cancel")  # this call changes nothing: 409
+        assert (again.status_code, again.json()) == (
+            409,
+            {"detail": f"job {ids[0]} is already cancelled"},
+        )
         done = http.post("/api/workspaces", json={"name": "quick"}).json()
         wait_for_state(http, f"/api/workspaces/{done['workspace']['id']}")
         deadline = time.monotonic() + 10

@@ -8,6 +8,7 @@ failed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -23,9 +24,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import jobyard.api.server
+from jobyard import Queue, open_store
 from jobyard.api.settings import ServerSettings
 from jobyard.cli import app
 from jobyard.config import Config
+from jobyard.store.base import ClaimParams, JobResult, Outcome
+from jobyard.workspaces.entities import EntityStatus, NewWorkspace
 
 T = TypeVar("T")
 
@@ -216,14 +220,17 @@ def test_cancel_and_retry_change_the_state(store_url: str) -> None:
 
     assert ok(cli(store_url, "jobs", "cancel", job_id)).stdout.strip() == f"job {job_id} cancelled"
     assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "cancelled"
-    again = ok(cli(store_url, "jobs", "cancel", job_id))  # idempotent, and says so
-    assert again.stdout.strip() == f"job {job_id} was already cancelled"
+    # A second cancel changes nothing, and says so with exit 1.
+    assert error_line(cli(store_url, "jobs", "cancel", job_id), 1) == (
+        f"error: job {job_id} is already cancelled"
+    )
 
     retried = as_json(cli(store_url, "jobs", "retry", job_id, "--json"))
     assert (retried["status"], retried["attempt"]) == ("pending", 0)
     assert as_json(cli(store_url, "jobs", "show", job_id, "--json"))["status"] == "pending"
-    again = ok(cli(store_url, "jobs", "retry", job_id))
-    assert again.stdout.strip() == f"job {job_id} is already pending"
+    again = cli(store_url, "jobs", "retry", job_id)
+    assert error_line(again, 1) == f"error: job {job_id} is already pending"
+    assert again.stdout == ""
 
 
 def test_failed_job_cannot_be_cancelled_but_can_be_retried(sqlite_url: str) -> None:
@@ -595,3 +602,53 @@ def test_serve_on_a_port_in_use_says_so_before_anything_starts(tmp_path: Path) -
     assert done.stderr.splitlines() == [f"error: port {port} is in use (try --port)"]
     assert done.stdout == ""  # no dashboard address: it would be the other program's
     assert not database.exists()  # the database was never opened, no node ever joined
+
+
+# -- terminal safety -----------------------------------------------------------------------------
+HOSTILE_TEXT = "evil\x1b[31m\nred\x07\x9b2J\u202egnp.exe"
+
+
+def _plant(url: str) -> tuple[str, int]:
+    """A workspace with a hostile template and a job with a hostile error, written straight
+    into the store (as an older version, or another program, could have)."""
+
+    async def plant() -> tuple[str, int]:
+        store = open_store(url)
+        try:
+            queue = Queue(store)
+            (job,) = queue.build_jobs("workspace_init", [{"workspaceId": "ws_x"}])
+            workspace, _ = await store.create_workspace(
+                NewWorkspace(id="ws_0123456789abcdef", name="plain", template=HOSTILE_TEXT), job
+            )
+            await store.set_workspace_status(
+                workspace.id, EntityStatus.FAILED, expect=[EntityStatus.PENDING], error=HOSTILE_TEXT
+            )
+            (claimed,) = await store.claim_jobs(ClaimParams("n1", ["workspace_init"], 1))
+            await store.complete_job(
+                JobResult(claimed.id, claimed.attempt, "n1", Outcome.FAILED, error=HOSTILE_TEXT)
+            )
+            return workspace.id, claimed.id
+        finally:
+            await store.close()
+
+    return asyncio.run(plant())
+
+
+def test_control_characters_in_stored_text_never_reach_the_terminal_raw(sqlite_url: str) -> None:
+    workspace_id, job_id = _plant(sqlite_url)
+    outputs = [
+        ok(cli(sqlite_url, "workspaces", "show", workspace_id)).stdout,
+        ok(cli(sqlite_url, "jobs", "show", str(job_id))).stdout,
+        ok(cli(sqlite_url, "jobs", "list")).stdout,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out
+        assert "\x07" not in out
+        assert "\x9b" not in out
+        assert "\u202e" not in out
+        assert "\\x1b[31m" in out
+    # The table keeps one line per field: the newline is shown, not obeyed.
+    shown = outputs[0]
+    assert "\\n" in shown
+    (template_line,) = [line for line in shown.splitlines() if "template" in line]
+    assert "evil\\x1b[31m\\nred" in template_line

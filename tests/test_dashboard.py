@@ -23,7 +23,7 @@ from jobyard.api import ServerSettings, create_app
 from jobyard.api.dashboard import COOKIE, sparkline
 from jobyard.model import Job
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus
+from jobyard.workspaces.entities import EntityStatus
 
 TOKEN = "dashboard-test-token-0123456789"
 XSS = "<script>alert(1)</script>"
@@ -283,6 +283,23 @@ async def test_actions_on_jobs_in_the_wrong_state_or_missing_say_so(h: Harness) 
         for job_id in (999_999, 0, 2**63):
             missing = await h.client.post(f"/ui/jobs/{job_id}/{action}")
             assert missing.status_code == 404, (action, job_id)
+
+
+async def test_of_concurrent_retry_clicks_one_requeues_and_the_rest_say_already_pending(
+    h: Harness,
+) -> None:
+    h.rt.queue.declare("unserved")
+    job = await h.rt.queue.enqueue("unserved", None)
+    assert await h.rt.admin.cancel(job.id)
+    responses = await asyncio.gather(
+        *(h.client.post(f"/ui/jobs/{job.id}/retry") for _ in range(50))
+    )
+    codes = [r.status_code for r in responses]
+    assert codes.count(303) == 1
+    assert codes.count(409) == 49
+    refused = next(r for r in responses if r.status_code == 409)
+    assert f"job {job.id} is already pending" in refused.text
+    assert 'id="notice"' in refused.text
 
 
 @sqlite_only

@@ -11,14 +11,17 @@ CI (CI=true), where it must run.
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,14 +95,16 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def running_server(sqlite_url: str, tmp_path: Path, token: str | None) -> Iterator[Server]:
     """A real server on a free loopback port, stopped with SIGTERM as a supervisor would."""
     script = tmp_path / "serve.py"
     script.write_text(SERVER)
     log = tmp_path / "server.log"
     port = free_port()
-    env = {**os.environ, "JOBYARD_API_TOKEN": TOKEN}
+    env = {k: v for k, v in os.environ.items() if k != "JOBYARD_API_TOKEN"}
+    if token is not None:
+        env["JOBYARD_API_TOKEN"] = token
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, str(script), sqlite_url, str(tmp_path / "data"), str(port)],
@@ -123,6 +128,13 @@ def server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
     # uvicorn re-raises the signal once it has shut down cleanly, so -SIGTERM is a clean exit.
     assert process.returncode in (0, -signal.SIGTERM), running.output()
     assert "Application shutdown complete" in running.output()
+
+
+@pytest.fixture
+def server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
+    """The server with an API token: the dashboard asks to sign in."""
+    with running_server(sqlite_url, tmp_path, TOKEN) as running:
+        yield running
 
 
 def wait_healthy(server: Server, within: float = 30.0) -> None:
@@ -236,3 +248,83 @@ def test_dashboard_is_live_in_a_real_browser(server: Server, page: Page, tmp_pat
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+# A page on another site: `localhost` is a different site from `127.0.0.1` to the browser. It
+# tries both ways a page can post without asking first: a no-cors fetch and a form submission.
+EVIL_PAGE = """<!doctype html>
+<html><body>
+<form id="form" method="post" action="{target}/api/jobs/{form_job}/cancel"></form>
+<script>
+  fetch("{target}/api/jobs/{fetch_job}/cancel", {{method: "POST", mode: "no-cors"}})
+    .finally(() => document.getElementById("form").submit());
+</script>
+</body></html>
+"""
+
+
+@contextmanager
+def evil_site(html_text: str) -> Iterator[str]:
+    """Serve `html_text` at http://localhost:<port>/ from a thread."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html_text.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_page_on_another_site_cannot_cancel_jobs_in_a_real_browser(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """No token (the server is on loopback only), yet a page from another site, open in the
+    operator's browser, must not be able to change anything."""
+    with running_server(sqlite_url, tmp_path, None) as target:
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = {"type": "workspace_init", "payload": {"workspaceId": "ws_x"}, "run_at": later}
+        ids = [
+            httpx.post(f"{target.url}/api/jobs", json=body, timeout=10).json()["id"]
+            for _ in range(2)
+        ]
+        page_html = EVIL_PAGE.format(target=target.url, form_job=ids[0], fetch_job=ids[1])
+        with evil_site(page_html) as evil_url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                answers: dict[str, int] = {}
+                page.on(
+                    "response",
+                    lambda r: (
+                        answers.__setitem__(r.url, r.status)
+                        if r.url.startswith(target.url)
+                        else None
+                    ),
+                )
+                with page.expect_navigation(url=f"{target.url}/api/jobs/{ids[0]}/cancel"):
+                    page.goto(evil_url)
+                page.wait_for_load_state()
+            finally:
+                browser.close()
+        # Both attempts reached the server, and both were refused.
+        assert answers == {
+            f"{target.url}/api/jobs/{ids[0]}/cancel": 403,
+            f"{target.url}/api/jobs/{ids[1]}/cancel": 403,
+        }
+        for job_id in ids:
+            job = httpx.get(f"{target.url}/api/jobs/{job_id}", timeout=10).json()
+            assert job["status"] == "pending"

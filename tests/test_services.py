@@ -13,7 +13,7 @@ import pytest
 
 from jobyard import Config, JobStatus, NotFound, PayloadError
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus
+from jobyard.workspaces.entities import EntityStatus
 
 FAST = {
     "job_poll_interval": 0.05,
@@ -151,6 +151,18 @@ async def test_session_of_a_missing_workspace_stores_nothing(rt: Runtime) -> Non
 async def test_template_paths_that_could_escape_are_refused(rt: Runtime, template: str) -> None:
     with pytest.raises(PayloadError):
         await rt.workspaces.create("escape", template)
+    assert await rt.store.list_workspaces() == []
+    assert await rt.store.list_jobs() == []
+
+
+@pytest.mark.parametrize(
+    "template", ["a\nb", "tab\there", "bell\x07", "del\x7f", "c1\x85", "\x1b[31m"]
+)
+async def test_template_names_with_control_characters_are_refused(
+    rt: Runtime, template: str
+) -> None:
+    with pytest.raises(PayloadError, match="control characters"):
+        await rt.workspaces.create("ctl", template)
     assert await rt.store.list_workspaces() == []
     assert await rt.store.list_jobs() == []
 

@@ -173,10 +173,11 @@ async def test_racing_claims_from_separate_connections_never_exceed_the_limit(
 
 async def test_claim_skips_cancelled_jobs(store: Store) -> None:
     job = await store.enqueue_job(new())
-    cancelled = await store.cancel_job(job.id)
-    assert cancelled is not None
-    assert cancelled.status is JobStatus.CANCELLED
-    assert cancelled.finished_at is not None
+    update = await store.cancel_job(job.id)
+    assert update is not None
+    assert update.changed
+    assert update.job.status is JobStatus.CANCELLED
+    assert update.job.finished_at is not None
     assert await store.claim_jobs(claim("n1")) == []
 
 
@@ -261,8 +262,18 @@ async def test_only_pending_jobs_can_be_cancelled(store: Store) -> None:
     (running,) = await store.claim_jobs(claim("n1"))
     unchanged = await store.cancel_job(running.id)
     assert unchanged is not None
-    assert unchanged.status is JobStatus.PROCESSING
+    assert not unchanged.changed
+    assert unchanged.job.status is JobStatus.PROCESSING
     assert await store.cancel_job(999_999) is None
+
+
+async def test_a_second_cancel_reports_no_change(store: Store) -> None:
+    job = await store.enqueue_job(new())
+    first, second = await store.cancel_job(job.id), await store.cancel_job(job.id)
+    assert first is not None
+    assert second is not None
+    assert (first.changed, second.changed) == (True, False)
+    assert second.job.status is JobStatus.CANCELLED
 
 
 async def test_retry_job_restarts_a_failed_job_with_fresh_attempts(store: Store) -> None:
@@ -271,10 +282,16 @@ async def test_retry_job_restarts_a_failed_job_with_fresh_attempts(store: Store)
     await store.complete_job(done(job, Outcome.FAILED, error="bad"))
     retried = await store.retry_job(job.id)
     assert retried is not None
-    assert (retried.status, retried.attempt, retried.owner) == (JobStatus.PENDING, 0, None)
+    assert retried.changed
+    assert (retried.job.status, retried.job.attempt, retried.job.owner) == (
+        JobStatus.PENDING,
+        0,
+        None,
+    )
     pending_again = await store.retry_job(job.id)  # not failed any more: unchanged
     assert pending_again is not None
-    assert pending_again.status is JobStatus.PENDING
+    assert not pending_again.changed
+    assert pending_again.job.status is JobStatus.PENDING
 
 
 async def test_list_jobs_filters_and_pages_newest_first(store: Store) -> None:
@@ -500,7 +517,9 @@ async def test_migrate_is_idempotent_and_refuses_a_newer_schema(store_url: str) 
         await store.close()
     if store_url.startswith("sqlite"):
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
-        conn.execute("INSERT INTO jobyard_migrations VALUES (999, 'future', 0)")
+        conn.execute(
+            "INSERT INTO jobyard_migrations (version, name, applied_at) VALUES (999, 'future', 0)"
+        )
         conn.commit()
         conn.close()
     else:
@@ -597,3 +616,61 @@ async def test_sqlite_listings_read_beside_the_writer(sqlite_url: str) -> None:
         assert counted == {(JobStatus.COMPLETED, 1), (JobStatus.PENDING, 1)}
     finally:
         await store.close()
+
+
+def _execute(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement straight on the database, outside the store."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(url, autocommit=True) as pconn:
+        cursor = pconn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def test_an_application_line_migrates_beside_the_engine_and_on_its_own(
+    store_url: str,
+) -> None:
+    store = open_store(store_url)
+    try:
+        engine = await store.migrate()
+        assert await store.migrate_line("demo", "tests.demo_line") == 2
+        assert await store.migrate_line("demo", "tests.demo_line") == 2
+        assert await store.migrate() == engine
+    finally:
+        await store.close()
+    _execute(store_url, "INSERT INTO demo_notes (id, note, extra) VALUES (1, 'kept', 'x')")
+    lines = _execute(store_url, "SELECT line, max(version) FROM jobyard_migrations GROUP BY line")
+    assert dict(lines) == {"jobyard": engine, "demo": 2}
+
+
+async def test_bookkeeping_of_a_single_line_version_is_upgraded_in_place(store_url: str) -> None:
+    """A database whose migrations table predates lines (one row per version, no `line`
+    column) keeps its versions and gains lines, with nothing lost."""
+    store = open_store(store_url)
+    try:
+        engine = await store.migrate()
+        job = await store.enqueue_job(new())
+    finally:
+        await store.close()
+    _execute(store_url, "DROP TABLE jobyard_migrations")
+    _execute(
+        store_url,
+        "CREATE TABLE jobyard_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT)",
+    )
+    for version in range(1, engine + 1):
+        _execute(store_url, f"INSERT INTO jobyard_migrations VALUES ({version}, 'old', 'then')")
+    again = open_store(store_url)
+    try:
+        assert await again.migrate() == engine
+        assert await again.migrate_line("demo", "tests.demo_line") == 2
+        assert await again.get_job(job.id) == job
+    finally:
+        await again.close()
+    rows = _execute(store_url, "SELECT line, version FROM jobyard_migrations ORDER BY 1, 2")
+    expected = [("demo", 1), ("demo", 2)] + [("jobyard", v) for v in range(1, engine + 1)]
+    assert [tuple(r) for r in rows] == expected

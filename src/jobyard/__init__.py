@@ -5,14 +5,6 @@ The public API. Everything else is internal and may change.
 
 from jobyard.config import Config
 from jobyard.dispatcher import Dispatcher, Executor, JobContext, Limits
-from jobyard.jobs.session_init import SessionInitExecutor
-from jobyard.jobs.types import (
-    JOB_TYPE_SESSION_INIT,
-    JOB_TYPE_WORKSPACE_INIT,
-    SessionInitPayload,
-    WorkspaceInitPayload,
-)
-from jobyard.jobs.workspace_init import WorkspaceInitExecutor
 from jobyard.model import (
     ConfigError,
     Job,
@@ -25,6 +17,7 @@ from jobyard.model import (
     PermanentError,
     Snooze,
     StoreError,
+    StoreUnavailable,
     UnknownJobType,
 )
 from jobyard.node import run_node
@@ -32,6 +25,13 @@ from jobyard.queue import Queue
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import Store, open_store
 from jobyard.store.base import JobFilter
+from jobyard.workspaces.executors import SessionInitExecutor, WorkspaceInitExecutor
+from jobyard.workspaces.payloads import (
+    JOB_TYPE_SESSION_INIT,
+    JOB_TYPE_WORKSPACE_INIT,
+    SessionInitPayload,
+    WorkspaceInitPayload,
+)
 
 __all__ = [
     "JOB_TYPE_SESSION_INIT",
@@ -58,6 +58,7 @@ __all__ = [
     "Snooze",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "UnknownJobType",
     "WorkspaceInitExecutor",
     "WorkspaceInitPayload",

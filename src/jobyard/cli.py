@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -39,6 +40,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobyard import __version__
+from jobyard.admin import JobAction, JobAdmin
 from jobyard.config import DEFAULT_DATABASE_URL, Config
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import (
@@ -54,11 +56,11 @@ from jobyard.model import (
 )
 from jobyard.node import run_node
 from jobyard.runtime import Runtime, build_runtime
-from jobyard.services.entities import EntityStatus, Session, Workspace
-from jobyard.services.paths import session_dir, workspace_dir
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import open_store
 from jobyard.store.base import JobFilter, Store
+from jobyard.workspaces.entities import EntityStatus, Session, Workspace
+from jobyard.workspaces.paths import session_dir, workspace_dir
 
 __all__ = ["app", "main"]
 
@@ -99,6 +101,22 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+# Characters that would move the cursor, recolour the terminal or reorder the text if printed
+# raw: the C0 and C1 controls, DEL, and Unicode's bidirectional marks and overrides.
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """`text` with every control character shown as its escape (`\\x1b`, `\\n`), so a stored
+    name or error can neither break a table nor send the terminal a command."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _text(text: str) -> str:
+    """Stored text for rich output: control characters escaped, then rich's markup."""
+    return escape(_printable(text))
 
 
 def _one_line(text: str) -> str:
@@ -152,7 +170,7 @@ def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("JOBYARD_DEBUG"):
                 raise
             message, code = _describe(exc)
-            typer.echo(f"error: {_one_line(message)}", err=True)
+            typer.echo(f"error: {_printable(_one_line(message))}", err=True)
             raise typer.Exit(code) from None
 
     return wrapper
@@ -272,7 +290,7 @@ def _naming_the_database(url: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if _is_database_error(exc):
+        if isinstance(exc, StoreError) or _is_database_error(exc):
             raise CliError(f"database error on {_redact(url)}: {exc}") from exc
         if isinstance(exc, OSError) and url.startswith("sqlite://"):
             raise CliError(f"cannot use {url}: {exc}") from exc
@@ -321,7 +339,7 @@ class _ConsoleLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _one_line(record.getMessage())
-            self.console.print(f"worker: {escape(message)}", style="dim")
+            self.console.print(f"worker: {_text(message)}", style="dim")
         except Exception:
             self.handleError(record)
 
@@ -413,7 +431,7 @@ def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
     text = _one_line(text)
-    return escape(text if len(text) <= width else text[: width - 1] + "…")
+    return _text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _jobs_table(jobs: list[Job]) -> Table:
@@ -428,7 +446,7 @@ def _jobs_table(jobs: list[Job]) -> Table:
     for job in jobs:
         table.add_row(
             str(job.id),
-            escape(job.type),
+            _text(job.type),
             _styled(job.status),
             f"{job.attempt}/{job.max_attempts}",
             str(job.priority),
@@ -450,24 +468,24 @@ def _record_table(title: str, rows: list[tuple[str, str]]) -> Table:
 def _job_rows(job: Job) -> list[tuple[str, str]]:
     return [
         ("id", str(job.id)),
-        ("type", escape(job.type)),
+        ("type", _text(job.type)),
         ("status", _styled(job.status)),
         ("attempt", f"{job.attempt} of {job.max_attempts}"),
         ("priority", str(job.priority)),
-        ("payload", escape(json.dumps(job.payload, ensure_ascii=False))),
+        ("payload", _text(json.dumps(job.payload, ensure_ascii=False))),
         ("run at", _when(job.run_at)),
         ("created", _when(job.created_at)),
         ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)),
-        ("owner", escape(job.owner or "-")),
-        ("error", escape(job.error or "-")),
+        ("owner", _text(job.owner or "-")),
+        ("error", _text(job.error or "-")),
     ]
 
 
 def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
     rows = [("id", entity.id)]
     if isinstance(entity, Workspace):
-        rows += [("name", escape(entity.name)), ("template", escape(entity.template or "-"))]
+        rows += [("name", _text(entity.name)), ("template", _text(entity.template or "-"))]
     else:
         rows.append(("workspace", entity.workspace_id))
     rows += [
@@ -475,7 +493,7 @@ def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
         ("job", str(entity.job_id) if entity.job_id is not None else "-"),
         ("created", _when(entity.created_at)),
         ("updated", _when(entity.updated_at)),
-        ("error", escape(entity.error or "-")),
+        ("error", _text(entity.error or "-")),
     ]
     return rows
 
@@ -492,14 +510,14 @@ def _progress(console: Console, first: str) -> Iterator[Callable[[str], None]]:
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task(escape(first), total=None)
-            yield lambda text: progress.update(task, description=escape(text))
+            task = progress.add_task(_text(first), total=None)
+            yield lambda text: progress.update(task, description=_text(text))
         return
     last: list[str] = []
 
     def show(text: str) -> None:
         if not last or last[-1] != text:
-            console.print(escape(text), style="dim")
+            console.print(_text(text), style="dim")
             last.append(text)
 
     show(first)
@@ -964,29 +982,10 @@ def jobs_show(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = F
 def jobs_retry(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Put a failed or cancelled job back to pending, with a fresh set of attempts.
 
-    Retrying a pending job succeeds and changes nothing; a running or completed job is an
-    error.
+    Exits 1 when this call did not change the job: it was already pending, or running or
+    completed.
     """
-    job, already = _run(_retry(_config(ctx), job_id))
-    if as_json:
-        _echo_json(job)
-    elif already:
-        typer.echo(f"job {job.id} is already pending")
-    else:
-        typer.echo(f"job {job.id} is pending again")
-
-
-async def _retry(config: Config, job_id: int) -> tuple[Job, bool]:
-    async with _opened_store(config) as store:
-        before = await store.get_job(job_id)
-        job = await store.retry_job(job_id)
-        if job is None:
-            raise JobNotFound(f"job {job_id} does not exist")
-        if job.status is not JobStatus.PENDING:
-            raise CliError(
-                f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried"
-            )
-        return job, before is not None and before.status is JobStatus.PENDING
+    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.retry_job)), as_json)
 
 
 @jobs_app.command("cancel")
@@ -994,27 +993,27 @@ async def _retry(config: Config, job_id: int) -> tuple[Job, bool]:
 def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Cancel a pending job. A job already running is not interrupted.
 
-    Cancelling a cancelled job succeeds (so scripts can repeat it); any other state is an
-    error.
+    Exits 1 when this call did not change the job: it was already cancelled, or no longer
+    pending.
     """
-    job, already = _run(_cancel(_config(ctx), job_id))
-    if as_json:
-        _echo_json(job)
-    elif already:
-        typer.echo(f"job {job.id} was already cancelled")
-    else:
-        typer.echo(f"job {job.id} cancelled")
+    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.cancel_job)), as_json)
 
 
-async def _cancel(config: Config, job_id: int) -> tuple[Job, bool]:
+async def _job_action(
+    config: Config, job_id: int, act: Callable[[JobAdmin, int], Awaitable[JobAction]]
+) -> JobAction:
     async with _opened_store(config) as store:
-        before = await store.get_job(job_id)
-        job = await store.cancel_job(job_id)
-    if job is None:
-        raise JobNotFound(f"job {job_id} does not exist")
-    if job.status is not JobStatus.CANCELLED:
-        raise CliError(f"job {job_id} is {job.status.value}; only pending jobs can be cancelled")
-    return job, before is not None and before.status is JobStatus.CANCELLED
+        return await act(JobAdmin(store), job_id)
+
+
+def _acted(action: JobAction, as_json: bool) -> None:
+    """Print what the action did; an action that changed nothing is an error (exit 1)."""
+    if not action.changed:
+        raise CliError(action.message)
+    if as_json:
+        _echo_json(action.job)
+    else:
+        typer.echo(action.message)
 
 
 # -- commands: cluster status ----------------------------------------------------------------
@@ -1035,7 +1034,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         out.print("leader: [yellow]none[/] (no node holds the lease)")
     else:
         out.print(
-            f"leader: [bold]{escape(st.leader.leader_id)}[/], term since "
+            f"leader: [bold]{_text(st.leader.leader_id)}[/], term since "
             f"{_when(st.leader.elected_at)}, lease until {_when(st.leader.expires_at)}"
         )
     if st.nodes:
@@ -1044,10 +1043,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             nodes.add_column(column)
         for n in st.nodes:
             nodes.add_row(
-                escape(n.node_id),
-                escape(n.hostname),
+                _text(n.node_id),
+                _text(n.hostname),
                 str(n.pid),
-                escape(", ".join(n.job_types)),
+                _text(", ".join(n.job_types)),
                 str(n.concurrency),
                 _when(n.heartbeat_at),
             )
@@ -1063,7 +1062,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for t in st.types:
         served = "yes" if t.served else ("[red]no[/]" if t.pending else "no")
         types.add_row(
-            escape(t.type),
+            _text(t.type),
             *(str(t.counts.get(s, 0)) for s in JobStatus),
             str(t.limit) if t.limit is not None else "-",
             served,
@@ -1071,7 +1070,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     out.print(types)
     if st.unserved:
         out.print(
-            f"[yellow]pending jobs of {', '.join(st.unserved)} wait: no live node serves them[/]"
+            f"[yellow]pending jobs of {_text(', '.join(st.unserved))} wait: no live node "
+            "serves them[/]"
         )
 
 
@@ -1134,7 +1134,9 @@ async def _create_workspace(
                 entity=lambda: store.get_workspace(workspace.id),
                 node=node,
             )
-        console.print(f"{label} ready in {workspace_dir(config.data_dir, workspace.id)}")
+        console.print(
+            f"{label} ready in {_text(str(workspace_dir(config.data_dir, workspace.id)))}"
+        )
         return (await store.get_workspace(workspace.id)) or workspace, await _latest_job(store, job)
 
 
@@ -1183,7 +1185,7 @@ async def _create_session(
                 node=node,
             )
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
-        console.print(f"{label} ready in {folder}")
+        console.print(f"{label} ready in {_text(str(folder))}")
         return (await store.get_session(session.id)) or session, await _latest_job(store, job)
 
 

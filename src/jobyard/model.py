@@ -23,6 +23,7 @@ __all__ = [
     "PermanentError",
     "Snooze",
     "StoreError",
+    "StoreUnavailable",
     "UnknownJobType",
 ]
 
@@ -102,7 +103,14 @@ class JobNotFound(NotFound):
 
 
 class StoreError(JobyardError):
-    """The store was asked for something it cannot do (bad URL, schema too new, ...)."""
+    """The database failed or refused an operation, or the store was asked for something it
+    cannot do (a bad URL, a schema newer than this jobyard). The database driver's own error,
+    when there was one, is the `__cause__`."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is busy right now (refused or lost connection, pool
+    timeout, a lock held too long): the same call may succeed if retried later."""
 
 
 class PermanentError(JobyardError):

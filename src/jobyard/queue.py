@@ -23,14 +23,15 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from jobyard.config import Config
-from jobyard.jobs.types import (
+from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
+from jobyard.store.ports import QueueStore
+from jobyard.store.records import NewJob
+from jobyard.workspaces.payloads import (
     JOB_TYPE_SESSION_INIT,
     JOB_TYPE_WORKSPACE_INIT,
     SessionInitPayload,
     WorkspaceInitPayload,
 )
-from jobyard.model import ConfigError, Job, PayloadError, PayloadTooLarge, UnknownJobType
-from jobyard.store.base import NewJob, Store
 
 __all__ = ["JOB_TYPE_PATTERN", "MAX_ATTEMPTS", "JobTypeSpec", "Queue"]
 
@@ -57,7 +58,7 @@ class Queue:
 
     def __init__(
         self,
-        store: Store,
+        store: QueueStore,
         *,
         config: Config | None = None,
         max_payload_bytes: int | None = None,

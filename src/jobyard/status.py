@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import JobStatus
-from jobyard.store.base import LeaderTerm, NodeInfo, Store
+from jobyard.store.ports import AdminStore
+from jobyard.store.records import LeaderTerm, NodeInfo
 
 __all__ = ["ClusterStatus", "TypeStatus", "cluster_status"]
 
@@ -45,7 +46,7 @@ class ClusterStatus:
         return [t.type for t in self.types if t.pending and not t.served]
 
 
-async def cluster_status(store: Store, limits: Limits | None = None) -> ClusterStatus:
+async def cluster_status(store: AdminStore, limits: Limits | None = None) -> ClusterStatus:
     """Read the leader, the live nodes and the per-type counts and limits."""
     limits = limits if limits is not None else Limits()
     leader = await store.get_leader()

@@ -334,23 +334,25 @@ class JobLifecycle(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
         model = self.jobs[job_id]
-        job = self.run(self.store.cancel_job(job_id, now=self.now))
-        assert job is not None
+        update = self.run(self.store.cancel_job(job_id, now=self.now))
+        assert update is not None
+        assert update.changed is (model.status is P)
         if model.status is P:
             model.status = X
-        assert job.status is model.status
+        assert update.job.status is model.status
 
     @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data())
     def retry_job(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
         model = self.jobs[job_id]
-        job = self.run(self.store.retry_job(job_id, now=self.now))
-        assert job is not None
+        update = self.run(self.store.retry_job(job_id, now=self.now))
+        assert update is not None
+        assert update.changed is (model.status in (F, X))
         if model.status in (F, X):
             model.status, model.attempt, model.owner, model.run_at = P, 0, None, self.now
             model.started_at = None
-        assert (job.status, job.attempt) == (model.status, model.attempt)
+        assert (update.job.status, update.job.attempt) == (model.status, model.attempt)
 
     @rule(job_id=st.sampled_from([0, -1, 2**63 - 1]))
     def act_on_a_missing_job(self, job_id: int) -> None:

@@ -21,7 +21,7 @@ from jobyard.api import dashboard
 from jobyard.api.metrics import Metrics
 from jobyard.api.redirects import RelativeRedirects
 from jobyard.api.routes import api, health
-from jobyard.api.security import BodyLimits
+from jobyard.api.security import BodyLimits, CrossSiteGuard
 from jobyard.api.sessions import SignIns
 from jobyard.api.settings import ServerSettings
 from jobyard.api.throttle import FailureBudget
@@ -122,6 +122,8 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    # Outside the body limits: a cross-site request is refused before its body is read.
+    app.add_middleware(CrossSiteGuard)
     app.add_middleware(RelativeRedirects)
     if token is None:
         # Without a token the server is on loopback only; refusing other Host names stops a

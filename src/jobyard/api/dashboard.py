@@ -19,7 +19,7 @@ browser can reach loopback.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -30,13 +30,14 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from jobyard.admin import JobAction
 from jobyard.api.security import bearer_matches, presented_token_matches, throttled
 from jobyard.api.sessions import SignIns
-from jobyard.model import Job, JobStatus, PayloadError, UnknownJobType
+from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
 from jobyard.runtime import Runtime
-from jobyard.services.entities import Session, Workspace
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store.base import JobFilter
+from jobyard.workspaces.entities import Session, Workspace
 
 __all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
 
@@ -51,7 +52,6 @@ RECENT_JOBS: Final = 20
 RECENT_FAILURES: Final = 10
 RECENT_ENTITIES: Final = 20
 ERROR_CHARS: Final = 600
-MAX_JOB_ID: Final = 2**63 - 1
 # Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY (and warns on the old name); the number works
 # on every supported version.
 UNPROCESSABLE: Final = 422
@@ -320,7 +320,7 @@ async def _form(request: Request) -> dict[str, str] | HTMLResponse:
     """The fields of a urlencoded form (the only kind these pages send), first value of each.
 
     Parsed by hand because FastAPI's `Form` needs python-multipart, which jobyard does not
-    depend on. The body is already capped by the app's BodySizeLimit.
+    depend on. The body is already capped by the app's BodyLimits.
     """
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
@@ -352,11 +352,13 @@ async def _index(
     status_code: int = 200,
     form_error: str | None = None,
     form_values: Mapping[str, str] | None = None,
+    notice: str | None = None,
 ) -> HTMLResponse:
     snap = await snapshot(_runtime(request))
     return _render(
         "index.html",
         status_code,
+        notice=notice,
         form_error=form_error,
         form_values=dict(form_values or {}),
         **_page_context(request, snap),
@@ -459,43 +461,35 @@ def _refuse_action(request: Request) -> HTMLResponse | None:
     return None
 
 
-@router.post("/ui/jobs/{job_id}/retry", response_class=HTMLResponse)
-async def retry_job(job_id: int, request: Request) -> Response:
-    """Start a failed or cancelled job again with fresh attempts, and wake the dispatcher so
-    it runs now rather than at the next poll."""
+async def _job_action(
+    request: Request, job_id: int, act: Callable[[int], Awaitable[JobAction]]
+) -> Response:
+    """Run one operator action through the admin door. A change redirects back (303); an
+    action that changed nothing shows the page again with the reason (409), so the page never
+    pretends that a retry of a pending job did something."""
     if (refused := _refuse_action(request)) is not None:
         return refused
-    rt = _runtime(request)
-    job = await rt.store.retry_job(job_id) if 1 <= job_id <= MAX_JOB_ID else None
-    if job is None:
+    try:
+        action = await act(job_id)
+    except JobNotFound:
         return _error(request, status.HTTP_404_NOT_FOUND, f"Job {job_id} does not exist.")
-    if job.status is not JobStatus.PENDING:
-        return _error(
-            request,
-            status.HTTP_409_CONFLICT,
-            f"Job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried.",
-        )
-    rt.queue.notify_enqueued()
-    return _see_other("/")
+    if action.changed:
+        return _see_other("/")
+    return await _index(request, status_code=status.HTTP_409_CONFLICT, notice=action.message)
+
+
+@router.post("/ui/jobs/{job_id}/retry", response_class=HTMLResponse)
+async def retry_job(job_id: int, request: Request) -> Response:
+    """Start a failed or cancelled job again with fresh attempts; the local dispatcher is
+    woken so it runs now rather than at the next poll."""
+    return await _job_action(request, job_id, _runtime(request).admin.retry_job)
 
 
 @router.post("/ui/jobs/{job_id}/cancel", response_class=HTMLResponse)
 async def cancel_job(job_id: int, request: Request) -> Response:
-    """Cancel a pending job. A job that started meanwhile is not touched, and the answer says
+    """Cancel a pending job. A job that started meanwhile is not touched, and the page says
     so instead of pretending it worked."""
-    if (refused := _refuse_action(request)) is not None:
-        return refused
-    rt = _runtime(request)
-    job = await rt.store.cancel_job(job_id) if 1 <= job_id <= MAX_JOB_ID else None
-    if job is None:
-        return _error(request, status.HTTP_404_NOT_FOUND, f"Job {job_id} does not exist.")
-    if job.status is not JobStatus.CANCELLED:
-        return _error(
-            request,
-            status.HTTP_409_CONFLICT,
-            f"Job {job_id} is {job.status.value}; only pending jobs can be cancelled.",
-        )
-    return _see_other("/")
+    return await _job_action(request, job_id, _runtime(request).admin.cancel_job)
 
 
 @router.post("/ui/workspaces", response_class=HTMLResponse)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
+from jobyard.admin import JobAction
 from jobyard.api.schemas import (
     JobCreate,
     JobOut,
@@ -23,9 +24,16 @@ from jobyard.api.schemas import (
     WorkspaceOut,
 )
 from jobyard.api.security import require_token
-from jobyard.model import Job, JobStatus, NotFound, PayloadError, PayloadTooLarge, UnknownJobType
+from jobyard.model import (
+    Job,
+    JobNotFound,
+    JobStatus,
+    NotFound,
+    PayloadError,
+    PayloadTooLarge,
+    UnknownJobType,
+)
 from jobyard.runtime import Runtime
-from jobyard.status import cluster_status
 from jobyard.store.base import JobFilter
 
 __all__ = ["api", "health"]
@@ -80,7 +88,7 @@ def refused(exc: Exception) -> HTTPException:
 
 
 async def job_or_404(rt: Runtime, job_id: int) -> Job:
-    job = await rt.store.get_job(job_id)
+    job = await rt.admin.get_job(job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
     return job
@@ -168,7 +176,7 @@ async def list_jobs(
     before_id = int(after) if after is not None else None
     if before_id is not None and before_id > 2**63 - 1:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor out of range")
-    jobs = await rt.store.list_jobs(
+    jobs = await rt.admin.list_jobs(
         JobFilter(status=status_, type=type_, limit=limit + 1, before_id=before_id)
     )
     page, more = jobs[:limit], len(jobs) > limit
@@ -177,43 +185,40 @@ async def list_jobs(
 
 @api.get("/jobs/{job_id}", response_model=JobOut, responses=_documented(404))
 async def get_job(job_id: int, rt: Rt) -> JobOut:
-    return JobOut.of(await job_or_404(rt, _job_id(job_id)))
+    return JobOut.of(await job_or_404(rt, job_id))
+
+
+def _acted(action: JobAction) -> JobOut:
+    """200 with the job when this call changed it; 409 with the reason when it did not."""
+    if not action.changed:
+        raise HTTPException(status.HTTP_409_CONFLICT, action.message)
+    return JobOut.of(action.job)
 
 
 @api.post("/jobs/{job_id}/retry", response_model=JobOut, responses=_documented(404, 409))
 async def retry_job(job_id: int, rt: Rt) -> JobOut:
-    """Start a failed or cancelled job again, with a fresh set of attempts."""
-    current = await job_or_404(rt, _job_id(job_id))
-    if current.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"job {job_id} is {current.status.value}; only failed or cancelled jobs can be retried",
-        )
-    job = await rt.store.retry_job(current.id)
-    if job is None or job.status is not JobStatus.PENDING:  # changed under us
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} changed; try again")
-    rt.queue.notify_enqueued()
-    return JobOut.of(job)
+    """Start a failed or cancelled job again, with a fresh set of attempts. 409 when this call
+    did not change the job (it was in another state, already pending included)."""
+    try:
+        return _acted(await rt.admin.retry_job(job_id))
+    except JobNotFound as exc:
+        raise refused(exc) from None
 
 
 @api.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=_documented(404, 409))
 async def cancel_job(job_id: int, rt: Rt) -> JobOut:
-    """Cancel a pending job."""
-    job = await rt.store.cancel_job(_job_id(job_id))
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
-    if job.status is not JobStatus.CANCELLED:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"job {job_id} is {job.status.value}; only pending jobs can be cancelled",
-        )
-    return JobOut.of(job)
+    """Cancel a pending job. 409 when this call did not change the job (it was in another
+    state, already cancelled included)."""
+    try:
+        return _acted(await rt.admin.cancel_job(job_id))
+    except JobNotFound as exc:
+        raise refused(exc) from None
 
 
 @api.get("/status", response_model=StatusOut)
 async def get_status(rt: Rt) -> StatusOut:
     """The leader and its term, the live nodes, and per type: counts, running and limit."""
-    return StatusOut.of(await cluster_status(rt.store, rt.limits))
+    return StatusOut.of(await rt.admin.cluster_status())
 
 
 @health.get("/healthz")
@@ -229,9 +234,3 @@ async def healthz(request: Request, rt: Rt, response: Response) -> dict[str, str
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": type(exc).__name__}
     return {"status": "ok", "node": rt.dispatcher.node_id}
-
-
-def _job_id(job_id: int) -> int:
-    if not 1 <= job_id <= 2**63 - 1:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
-    return job_id

@@ -8,8 +8,8 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobyard.model import JobStatus
-from jobyard.services.entities import EntityStatus
 from jobyard.status import ClusterStatus
+from jobyard.workspaces.entities import EntityStatus
 
 __all__ = [
     "JobCreate",

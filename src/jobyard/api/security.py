@@ -1,10 +1,11 @@
-"""Who may call the API, and how big and how slow a request body may be."""
+"""Who may call the API, from where, and how big and how slow a request body may be."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, status
 from starlette.requests import ClientDisconnect
@@ -14,12 +15,18 @@ from jobyard.api.throttle import FailureBudget, client_key
 
 __all__ = [
     "BodyLimits",
+    "CrossSiteGuard",
     "bearer_matches",
+    "is_cross_site",
     "presented_token_matches",
     "require_token",
     "throttled",
     "token_matches",
 ]
+
+# Methods that never change state; every other method is checked by CrossSiteGuard.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -83,6 +90,82 @@ async def require_token(request: Request) -> None:
             detail="missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def _host_port(netloc: str, scheme: str) -> str:
+    """`netloc` lowercased, with the scheme's default port made explicit, so that
+    `http://example.com` and `Host: example.com:80` compare equal."""
+    netloc = netloc.lower()
+    if netloc.endswith("]") or ":" not in netloc.rpartition("]")[2]:
+        port = _DEFAULT_PORTS.get(scheme)
+        return f"{netloc}:{port}" if port else netloc
+    return netloc
+
+
+def is_cross_site(sec_fetch_site: str | None, origin: str | None, host: str | None) -> bool:
+    """True when a browser says the request comes from another site (or another origin).
+
+    `Sec-Fetch-Site` decides when the browser sends it: only `same-origin` and `none` (the user
+    typed or bookmarked the address) pass. Otherwise `Origin` decides: `null` (a sandboxed or
+    privacy-stripped page) is refused, and so is an origin whose host and port differ from the
+    request's `Host`. A request with neither header comes from a tool (curl, httpx, the CLI),
+    not from a page in someone's browser, and passes.
+    """
+    if sec_fetch_site is not None:
+        return sec_fetch_site.strip().lower() not in ("same-origin", "none")
+    if origin is None:
+        return False
+    origin = origin.strip()
+    if origin == "null":
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return True
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.netloc or not host:
+        return True
+    return _host_port(parts.netloc, scheme) != _host_port(host.strip(), scheme)
+
+
+class CrossSiteGuard:
+    """Refuse, with 403, every state-changing request that a browser says comes from another
+    site, on every route (API and dashboard), whether or not a token is set.
+
+    Why without a token too: a server without one listens on loopback, and any web page open in
+    the operator's browser can still send requests to 127.0.0.1. Why for bodyless POSTs: a
+    cross-site form or `fetch(..., {mode: "no-cors"})` can send those without a preflight, and
+    job ids are sequential, so they are easy to guess.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if not is_cross_site(
+            headers.get("sec-fetch-site"), headers.get("origin"), headers.get("host")
+        ):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path.startswith("/api/"):
+            body = b'{"detail":"cross-site request refused"}'
+            kind = b"application/json"
+        else:
+            body = b"Cross-site request refused."
+            kind = b"text/plain; charset=utf-8"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimits:

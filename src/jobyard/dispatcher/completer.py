@@ -16,7 +16,8 @@ import logging
 from collections.abc import Sequence
 
 from jobyard import failpoints
-from jobyard.store.base import JobResult, Store
+from jobyard.store.ports import DispatchStore
+from jobyard.store.records import JobResult
 
 __all__ = ["Completer"]
 
@@ -26,7 +27,7 @@ MAX_BATCH = 1000
 
 
 class Completer:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: DispatchStore) -> None:
         self._store = store
         self._pending: list[JobResult] = []
         self._taken: list[list[JobResult]] = []  # batches that cycles are writing now

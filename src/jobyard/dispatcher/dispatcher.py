@@ -34,14 +34,14 @@ from jobyard.dispatcher.maintenance import LeadershipLost, run_maintenance
 from jobyard.dispatcher.waiting import wait_event
 from jobyard.model import Job, JobyardError, PermanentError, Snooze
 from jobyard.queue import Queue
-from jobyard.store.base import (
+from jobyard.store.ports import DispatchStore
+from jobyard.store.records import (
     CHANNEL_LEADER,
     ClaimParams,
     JobResult,
     LeaderTerm,
     NodeInfo,
     Outcome,
-    Store,
 )
 
 __all__ = ["Dispatcher", "new_node_id"]
@@ -77,7 +77,7 @@ class Dispatcher:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: DispatchStore,
         queue: Queue,
         limits: Limits | None = None,
     ) -> None:
@@ -148,7 +148,7 @@ class Dispatcher:
         self._elector.on_term = fn
 
     @property
-    def claim_store(self) -> Store:
+    def claim_store(self) -> DispatchStore:
         """The store the dispatch cycles run on: on PostgreSQL its own connection, named
         `jobyard:<node>:claim`; on SQLite the node's store itself."""
         return self._claim_store

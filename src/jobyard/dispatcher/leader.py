@@ -24,7 +24,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from jobyard.dispatcher.waiting import wait_event
-from jobyard.store.base import LeaderTerm, Store
+from jobyard.store.ports import LeaderStore
+from jobyard.store.records import LeaderTerm
 
 __all__ = ["Elector"]
 
@@ -36,7 +37,7 @@ TRUST_FRACTION = 0.9
 class Elector:
     def __init__(
         self,
-        store: Store,
+        store: LeaderStore,
         node_id: str,
         *,
         lease: timedelta,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from jobyard.jobs.types import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
 from jobyard.model import ConfigError
+from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT, JOB_TYPE_WORKSPACE_INIT
 
 __all__ = ["SEED_LIMITS", "Limits"]
 

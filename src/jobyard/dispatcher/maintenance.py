@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from jobyard.config import Config
 from jobyard.model import JobStatus
-from jobyard.store.base import LeaderTerm, Store
+from jobyard.store.ports import MaintenanceStore
+from jobyard.store.records import LeaderTerm
 
 __all__ = ["LeadershipLost", "MaintenanceReport", "run_maintenance"]
 
@@ -43,7 +44,7 @@ class LeadershipLost(Exception):
 
 
 async def run_maintenance(
-    store: Store,
+    store: MaintenanceStore,
     config: Config,
     still_leader: Callable[[], bool] = lambda: True,
     *,

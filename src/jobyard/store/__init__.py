@@ -17,7 +17,8 @@ def open_store(url: str = DEFAULT_DATABASE_URL, **options: Any) -> Store:
     - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (the default is
       `sqlite:///jobyard.db`). Options: `synchronous` ("FULL" by default, or "NORMAL").
     - `postgresql://user@host:port/dbname` (needs the `postgres` extra). Options: `min_size`,
-      `max_size` (the pool), `node_name` (shown in `application_name`).
+      `max_size` (the pool), `node_name` (shown in `application_name`), `open_timeout`
+      (how long the first use waits for a connection, 30 s by default).
 
     Both take `auto_migrate=False` to leave the schema to an explicit `await store.migrate()`.
     """

@@ -15,33 +15,31 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from jobyard.model import Job, JobStatus, NotFound, StoreError
-from jobyard.services.entities import (
+from jobyard.model import Job, JobStatus, NotFound, StoreError, StoreUnavailable
+from jobyard.store.base import (
+    CHANNEL_JOBS,
+    CHANNEL_LEADER,
+    ClaimParams,
+    HeartbeatResult,
+    JobResult,
+    NewJob,
+    NodeInfo,
+    StoreBase,
+)
+from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
+from jobyard.store.sql import load_queries, migration_files
+from jobyard.workspaces.entities import (
     EntityStatus,
     NewSession,
     NewWorkspace,
     Session,
     Workspace,
 )
-from jobyard.store.base import (
-    CHANNEL_JOBS,
-    CHANNEL_LEADER,
-    ClaimParams,
-    HeartbeatResult,
-    JobFilter,
-    JobResult,
-    LeaderTerm,
-    NewJob,
-    NodeInfo,
-    RescueResult,
-    StoreBase,
-    TypeCount,
-)
-from jobyard.store.sql import load_queries, migration_files
 
 try:
     import psycopg
@@ -66,6 +64,21 @@ for _name in ("insert_jobs", "insert_job"):
         + f"(SELECT pg_notify('{CHANNEL_JOBS}', %(notify)s)) AS sent"
     )
 _MIGRATIONS_PACKAGE: Final = "jobyard.store.postgres.migrations"
+# The migrations table: one row per (line, version). A table from a version with a single
+# migration line gets its `line` column (its rows are the engine's) and the wider key.
+_BOOKKEEPING: Final = (
+    "CREATE TABLE IF NOT EXISTS jobyard_migrations (line text NOT NULL DEFAULT 'jobyard',"
+    " version integer NOT NULL, name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (line, version))",
+    "ALTER TABLE jobyard_migrations ADD COLUMN IF NOT EXISTS line text NOT NULL DEFAULT 'jobyard'",
+    """DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'jobyard_migrations'::regclass
+                   AND indisprimary AND indnatts = 1) THEN
+            ALTER TABLE jobyard_migrations DROP CONSTRAINT jobyard_migrations_pkey;
+            ALTER TABLE jobyard_migrations ADD PRIMARY KEY (line, version);
+        END IF;
+    END $$""",
+)
 # Session advisory lock held while migrating, so concurrent starts apply each migration once.
 _MIGRATION_LOCK: Final = 0x6A6F627961726400  # "jobyard\0"
 
@@ -120,32 +133,6 @@ class _NotifyLimiter:
         self._scheduled = False
         self._last = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._send(types))
-
-
-def _job(row: Sequence[Any]) -> Job:
-    """A `SELECT *` / `RETURNING *` row of jobyard_jobs, in column order."""
-    return Job(
-        id=row[0],
-        type=row[1],
-        payload=row[2],
-        status=JobStatus(row[3]),
-        priority=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        run_at=row[7],
-        created_at=row[8],
-        started_at=row[9],
-        finished_at=row[10],
-        error=row[11],
-        owner=row[12],
-    )
-
-
-def _fence(term: LeaderTerm | None) -> dict[str, Any]:
-    """The parameters of a maintenance statement's term fence (queries.sql); none: no fence."""
-    if term is None:
-        return {"leader": None, "elected_at": None}
-    return {"leader": term.leader_id, "elected_at": term.elected_at}
 
 
 def _inserted(jobs: Sequence[NewJob], rows: Sequence[Sequence[Any]]) -> list[Job]:
@@ -204,10 +191,16 @@ def _session(row: Sequence[Any]) -> Session:
     )
 
 
-def _term(row: Sequence[Any]) -> LeaderTerm:
-    return LeaderTerm(leader_id=row[0], elected_at=row[1], expires_at=row[2])
+def _translate(exc: BaseException) -> StoreError:
+    """A psycopg error as jobyard's: connection problems (refused, lost, pool timeout, server
+    shutting down) may pass on a retry; anything else is the database refusing the request."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(f"PostgreSQL: {message}")
+    return StoreError(f"PostgreSQL: {message}")
 
 
+@translate_errors((psycopg.Error,), _translate)
 class PostgresStore(StoreBase):
     """A `Store` on PostgreSQL (psycopg 3)."""
 
@@ -223,8 +216,10 @@ class PostgresStore(StoreBase):
         notify: bool = True,
         notify_window: float = 0.005,
         fast_transitions: bool = False,
+        open_timeout: float = 30.0,
     ) -> None:
         self.url = url
+        self._open_timeout = open_timeout
         self._node_name = node_name
         self._role = role
         self._auto_migrate = auto_migrate
@@ -290,6 +285,7 @@ class PostgresStore(StoreBase):
             auto_migrate=False,
             notify=self._notify_enabled,
             fast_transitions=self._fast,
+            open_timeout=self._open_timeout,
         )
         if claim:
             twin._settings.append("SET plan_cache_mode = force_generic_plan")
@@ -314,9 +310,9 @@ class PostgresStore(StoreBase):
             if self._parent is not None:
                 await self._parent._open()  # the schema is the main store's business
             try:
-                await self._pool.open(wait=True, timeout=30)
+                await self._pool.open(wait=True, timeout=self._open_timeout)
             except Exception as exc:
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
             if self._auto_migrate and not self._migrated:
                 await asyncio.to_thread(self._migrate_sync)
             self._opened = True
@@ -333,49 +329,92 @@ class PostgresStore(StoreBase):
                 return []
             return await cursor.fetchall()
 
-    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+    async def _rowcount(self, query: str, params: Mapping[str, Any]) -> int:
         if not self._opened:
             await self._open()
         async with self._pool.connection() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
 
+    # -- what StoreBase builds on ------------------------------------------------------------
+    _queries = _Q
+
+    async def _rows(
+        self, name: str, params: Mapping[str, Any], *, write: bool = False, listing: bool = False
+    ) -> list[Any]:
+        return await self._fetch(_Q[name], params)
+
+    async def _count(self, name: str, params: Mapping[str, Any]) -> int:
+        return await self._rowcount(_Q[name], params)
+
+    def _time(self, value: datetime | None) -> datetime | None:
+        return value  # None: the statement's coalesce(..., now()) reads the server's clock
+
+    def _list(self, values: Sequence[str]) -> list[str]:
+        return list(values)
+
+    def _moment(self, value: datetime) -> datetime:
+        return value
+
+    def _payload(self, value: Any) -> Any:
+        return value  # jsonb, decoded by psycopg
+
+    def _types(self, value: list[str]) -> tuple[str, ...]:
+        return tuple(value)
+
+    async def _requeued(self, job: Job) -> None:
+        if self._notify_enabled:
+            await self._send_notify(job.type)  # like an enqueue: wake the nodes that serve it
+
     # -- schema ----------------------------------------------------------------------------
     async def migrate(self) -> int:
         # Migrations are rare and short: one sync implementation serves both surfaces.
         return await asyncio.to_thread(self._migrate_sync)
 
+    async def migrate_line(self, line: str, package: str) -> int:
+        if self._auto_migrate and not self._migrated:
+            await asyncio.to_thread(self._migrate_sync)  # the engine's own line first
+        return await asyncio.to_thread(self._migrate_line, line, package)
+
     def _migrate_sync(self) -> int:
-        """Apply missing migrations under a session advisory lock; returns the version."""
-        known = migration_files(_MIGRATIONS_PACKAGE)
         if self._migrated:
-            return len(known)
+            return len(migration_files(_MIGRATIONS_PACKAGE))
+        version = self._migrate_line(ENGINE_LINE, _MIGRATIONS_PACKAGE)
+        self._migrated = True
+        return version
+
+    def _migrate_line(self, line: str, package: str) -> int:
+        """Apply one line's missing migrations under a session advisory lock, each in its own
+        transaction; returns the line's version."""
+        known = migration_files(package)
         with psycopg.connect(
             self.url, autocommit=True, application_name=self.application_name("migrate")
         ) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS jobyard_migrations (version integer PRIMARY KEY,"
-                    " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                with conn.transaction():
+                    for statement in _BOOKKEEPING:
+                        conn.execute(statement)
+                row = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM jobyard_migrations WHERE line = %s",
+                    (line,),
                 )
-                row = conn.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
                 (version,) = row.fetchone() or (0,)
                 if version > len(known):
                     raise StoreError(
-                        f"the database schema is version {version}, newer than this jobyard "
-                        f"knows ({len(known)}); upgrade jobyard"
+                        f"the database's {line} schema is version {version}, newer than this "
+                        f"jobyard knows ({len(known)}); upgrade jobyard"
                     )
                 for number, name, script in known[version:]:
                     with conn.transaction():
                         conn.execute(script.encode())
                         conn.execute(
-                            "INSERT INTO jobyard_migrations (version, name) VALUES (%s, %s)",
-                            (number, name),
+                            "INSERT INTO jobyard_migrations (line, version, name)"
+                            " VALUES (%s, %s, %s)",
+                            (line, number, name),
                         )
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-        self._migrated = True
         return len(known)
 
     async def close(self) -> None:
@@ -569,10 +608,10 @@ class PostgresStore(StoreBase):
             rows = await cursor.fetchall()
         if lean:
             applied: set[int] = set()
-            jobs = [_job(r) for r in rows]
+            jobs = [self._job(r) for r in rows]
         else:
             applied = set(rows[0][0]) if rows else set()
-            jobs = [_job(r[1:]) for r in rows if r[1] is not None]
+            jobs = [self._job(r[1:]) for r in rows if r[1] is not None]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return applied, jobs
 
@@ -600,39 +639,6 @@ class PostgresStore(StoreBase):
             results, ClaimParams(node_id="", job_types=(), max_jobs=0, now=now)
         )
         return applied
-
-    async def get_job(self, job_id: int) -> Job | None:
-        rows = await self._fetch(_Q["get_job"], {"id": job_id})
-        return _job(rows[0]) if rows else None
-
-    async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]:
-        flt = flt or JobFilter()
-        params = {
-            "status": None if flt.status is None else flt.status.value,
-            "type": flt.type,
-            "before_id": flt.before_id,
-            "limit": flt.limit,
-        }
-        return [_job(r) for r in await self._fetch(_Q["list_jobs"], params)]
-
-    async def count_jobs(self) -> list[TypeCount]:
-        rows = await self._fetch(_Q["count_jobs"])
-        return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
-
-    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
-        rows = await self._fetch(query, {"id": job_id, "now": now})
-        if rows:
-            return _job(rows[0])
-        return await self.get_job(job_id)
-
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        return await self._update_one(_Q["cancel_job"], job_id, now)
-
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        job = await self._update_one(_Q["retry_job"], job_id, now)
-        if job is not None and job.status is JobStatus.PENDING and self._notify_enabled:
-            await self._send_notify(job.type)  # like an enqueue: wake the nodes that serve it
-        return job
 
     # -- workspaces and sessions -------------------------------------------------------------
     async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
@@ -726,10 +732,6 @@ class PostgresStore(StoreBase):
         row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
         return None if row is None else _session(row)
 
-    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = await self._fetch(_Q["finished_per_minute"], {"since": since})
-        return [(minute, count) for minute, count in rows]
-
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(
         self, node: NodeInfo, lease: timedelta, *, now: datetime | None = None
@@ -753,97 +755,3 @@ class PostgresStore(StoreBase):
         return HeartbeatResult(
             existed=bool(row and row[0]), owned=frozenset((i, a) for i, a in owned)
         )
-
-    async def remove_node(self, node_id: str) -> None:
-        await self._rowcount(_Q["remove_node"], {"node_id": node_id})
-
-    async def list_nodes(self, *, now: datetime | None = None) -> list[NodeInfo]:
-        rows = await self._fetch(_Q["list_nodes"], {"now": now})
-        return [
-            NodeInfo(
-                node_id=r[0],
-                hostname=r[1],
-                pid=r[2],
-                job_types=tuple(r[3]),
-                concurrency=r[4],
-                started_at=r[5],
-                heartbeat_at=r[6],
-                expires_at=r[7],
-            )
-            for r in rows
-        ]
-
-    async def delete_dead_nodes(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> int:
-        return await self._rowcount(_Q["delete_dead_nodes"], {"now": now, **_fence(term)})
-
-    # -- leadership ------------------------------------------------------------------------
-    async def try_acquire_leader(
-        self,
-        node_id: str,
-        lease: timedelta,
-        *,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> LeaderTerm | None:
-        params: dict[str, Any] = {"node_id": node_id, "now": now, "lease": lease.total_seconds()}
-        if term is None:
-            rows = await self._fetch(_Q["elect_leader"], params)
-        else:
-            params["elected_at"] = term.elected_at
-            rows = await self._fetch(_Q["renew_leader"], params)
-        return _term(rows[0]) if rows else None
-
-    async def resign_leader(self, term: LeaderTerm) -> bool:
-        params = {"node_id": term.leader_id, "elected_at": term.elected_at}
-        return await self._rowcount(_Q["resign_leader"], params) == 1
-
-    async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None:
-        rows = await self._fetch(_Q["get_leader"], {"now": now})
-        return _term(rows[0]) if rows else None
-
-    # -- maintenance -----------------------------------------------------------------------
-    async def fail_stale_jobs(
-        self,
-        cutoff: datetime,
-        *,
-        job_types: Sequence[str] | None = None,
-        exclude_types: Sequence[str] = (),
-        skip_live_owners: bool = False,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> int:
-        params = {
-            "skip_live": skip_live_owners,
-            "cutoff": cutoff,
-            "now": now,
-            "types": None if job_types is None else list(job_types),
-            "exclude_types": list(exclude_types),
-            **_fence(term),
-        }
-        return len(await self._fetch(_Q["fail_stale_jobs"], params))
-
-    async def prune_jobs(
-        self,
-        status: JobStatus,
-        finished_before: datetime,
-        *,
-        batch_size: int = 1000,
-        term: LeaderTerm | None = None,
-    ) -> int:
-        params = {
-            "status": status.value,
-            "before": finished_before,
-            "batch": batch_size,
-            "now": None,
-            **_fence(term),
-        }
-        return await self._rowcount(_Q["prune_jobs"], params)
-
-    async def rescue_orphaned_jobs(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> RescueResult:
-        params = {"now": now, **_fence(term)}
-        statuses = [r[0] for r in await self._fetch(_Q["rescue_orphaned_jobs"], params)]
-        return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))

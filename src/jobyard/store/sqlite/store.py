@@ -20,35 +20,33 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from jobyard.model import Job, JobStatus, NotFound, StoreError
-from jobyard.services.entities import (
+from jobyard.model import Job, NotFound, StoreError, StoreUnavailable
+from jobyard.store.base import (
+    CHANNEL_LEADER,
+    ClaimParams,
+    HeartbeatResult,
+    JobResult,
+    NewJob,
+    NodeInfo,
+    StoreBase,
+)
+from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
+from jobyard.store.sql import load_queries, migration_files
+from jobyard.workspaces.entities import (
     EntityStatus,
     NewSession,
     NewWorkspace,
     Session,
     Workspace,
 )
-from jobyard.store.base import (
-    CHANNEL_LEADER,
-    ClaimParams,
-    HeartbeatResult,
-    JobFilter,
-    JobResult,
-    LeaderTerm,
-    NewJob,
-    NodeInfo,
-    RescueResult,
-    StoreBase,
-    TypeCount,
-)
-from jobyard.store.sql import load_queries, migration_files
 
 __all__ = ["SQLiteStore"]
 
@@ -64,38 +62,8 @@ def _ts(value: datetime | None) -> float:
     return time.time() if value is None else value.timestamp()
 
 
-def _fence(term: LeaderTerm | None) -> dict[str, Any]:
-    """The parameters of a maintenance statement's term fence (queries.sql); none: no fence."""
-    if term is None:
-        return {"leader": None, "elected_at": None}
-    return {"leader": term.leader_id, "elected_at": term.elected_at.timestamp()}
-
-
 def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
-
-
-def _opt_dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _job(row: Sequence[Any]) -> Job:
-    """A `SELECT *` row of jobyard_jobs, in column order."""
-    return Job(
-        id=row[0],
-        type=row[1],
-        payload=json.loads(row[2]),
-        status=JobStatus(row[3]),
-        priority=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        run_at=_dt(row[7]),
-        created_at=_dt(row[8]),
-        started_at=_opt_dt(row[9]),
-        finished_at=_opt_dt(row[10]),
-        error=row[11],
-        owner=row[12],
-    )
 
 
 def _workspace(row: Sequence[Any]) -> Workspace:
@@ -123,13 +91,60 @@ def _session(row: Sequence[Any]) -> Session:
     )
 
 
-def _term(row: Sequence[Any]) -> LeaderTerm:
-    return LeaderTerm(leader_id=row[0], elected_at=_dt(row[1]), expires_at=_dt(row[2]))
-
-
 def _data_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return int(version)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
+
+
+def _line_version(conn: sqlite3.Connection, line: str) -> int:
+    if not _has_table(conn, "jobyard_migrations"):
+        return 0
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobyard_migrations)")}
+    if "line" not in columns:  # the bookkeeping of a version that had a single line
+        return (
+            int(
+                conn.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations").fetchone()[
+                    0
+                ]
+            )
+            if line == ENGINE_LINE
+            else 0
+        )
+    (version,) = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM jobyard_migrations WHERE line = ?", (line,)
+    ).fetchone()
+    return int(version)
+
+
+def _bookkeeping(conn: sqlite3.Connection) -> None:
+    """Create the migrations table, or bring one from a version with a single migration line
+    to one row per (line, version); inside the caller's write transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS jobyard_migrations (line TEXT NOT NULL DEFAULT 'jobyard',"
+        " version INTEGER NOT NULL, name TEXT NOT NULL, applied_at REAL NOT NULL,"
+        " PRIMARY KEY (line, version))"
+    )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobyard_migrations)")}
+    if "line" in columns:
+        return
+    conn.execute(
+        "CREATE TABLE jobyard_migrations_lines (line TEXT NOT NULL DEFAULT 'jobyard',"
+        " version INTEGER NOT NULL, name TEXT NOT NULL, applied_at REAL NOT NULL,"
+        " PRIMARY KEY (line, version))"
+    )
+    conn.execute(
+        "INSERT INTO jobyard_migrations_lines (line, version, name, applied_at)"
+        " SELECT 'jobyard', version, name, applied_at FROM jobyard_migrations"
+    )
+    conn.execute("DROP TABLE jobyard_migrations")
+    conn.execute("ALTER TABLE jobyard_migrations_lines RENAME TO jobyard_migrations")
 
 
 def _split_statements(script: str) -> list[str]:
@@ -149,6 +164,19 @@ def _split_statements(script: str) -> list[str]:
     return statements
 
 
+# Operational errors that say the file is busy or unreachable, not that the request was wrong.
+_UNAVAILABLE: Final = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def _translate(exc: BaseException) -> StoreError:
+    """A sqlite3 error as jobyard's: busy or unreachable files may work on a retry."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
+        return StoreUnavailable(f"SQLite: {text}")
+    return StoreError(f"SQLite: {text}")
+
+
+@translate_errors((sqlite3.Error,), _translate)
 class SQLiteStore(StoreBase):
     """A `Store` on one SQLite file. Several processes may share the file."""
 
@@ -267,49 +295,83 @@ class SQLiteStore(StoreBase):
         finally:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
+    # -- what StoreBase builds on ------------------------------------------------------------
+    _queries = _Q
+
+    async def _rows(
+        self, name: str, params: Mapping[str, Any], *, write: bool = False, listing: bool = False
+    ) -> list[Any]:
+        query = _Q[name]
+        if listing:
+            return await self._read(lambda c: c.execute(query, params).fetchall())
+        if write:
+            return await self._run(
+                lambda c: self._write(c, lambda w: w.execute(query, params).fetchall())
+            )
+        return await self._run(lambda c: c.execute(query, params).fetchall())
+
+    async def _count(self, name: str, params: Mapping[str, Any]) -> int:
+        query = _Q[name]
+        return await self._run(
+            lambda c: self._write(c, lambda w: w.execute(query, params).rowcount)
+        )
+
+    def _time(self, value: datetime | None) -> float:
+        return _ts(value)
+
+    def _list(self, values: Sequence[str]) -> str:
+        return json.dumps(list(values))
+
+    def _moment(self, value: float) -> datetime:
+        return _dt(value)
+
+    def _payload(self, value: str) -> Any:
+        return json.loads(value)
+
+    def _types(self, value: str) -> tuple[str, ...]:
+        return tuple(json.loads(value))
+
     # -- schema ----------------------------------------------------------------------------
     def _migrate(self, conn: sqlite3.Connection) -> int:
+        version = self._migrate_line(conn, ENGINE_LINE, _MIGRATIONS_PACKAGE)
+        self._migrated = True
+        return version
+
+    def _migrate_line(self, conn: sqlite3.Connection, line: str, package: str) -> int:
+        """Apply the missing migrations of one line, all in one write transaction."""
+        known = migration_files(package)
+        # A lock-free look first: an up-to-date schema needs no write lock, so opening a store
+        # never waits behind another connection's open write transaction.
+        if _has_table(conn, "jobyard_migrations") and _line_version(conn, line) == len(known):
+            return len(known)
+
         def apply(c: sqlite3.Connection) -> int:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS jobyard_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            current = c.execute("SELECT coalesce(max(version), 0) FROM jobyard_migrations")
-            (version,) = current.fetchone()
-            known = migration_files(_MIGRATIONS_PACKAGE)
+            _bookkeeping(c)
+            version = _line_version(c, line)
             if version > len(known):
                 raise StoreError(
-                    f"the database schema is version {version}, newer than this jobyard "
-                    f"knows ({len(known)}); upgrade jobyard"
+                    f"the database's {line} schema is version {version}, newer than this "
+                    f"jobyard knows ({len(known)}); upgrade jobyard"
                 )
             for number, name, script in known[version:]:
                 for statement in _split_statements(script):
                     c.execute(statement)
                 c.execute(
-                    "INSERT INTO jobyard_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (number, name, time.time()),
+                    "INSERT INTO jobyard_migrations (line, version, name, applied_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (line, number, name, time.time()),
                 )
             return len(known)
 
-        # A lock-free look first: an up-to-date schema needs no write lock, so opening a store
-        # never waits behind another connection's open write transaction.
-        known = len(migration_files(_MIGRATIONS_PACKAGE))
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobyard_migrations'"
-        ).fetchone()
-        if has_table:
-            (current,) = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM jobyard_migrations"
-            ).fetchone()
-            if current == known:
-                self._migrated = True
-                return known
-        result = self._write(conn, apply)
-        self._migrated = True
-        return result
+        return self._write(conn, apply)
 
     async def migrate(self) -> int:
         return await self._run(self._migrate)
+
+    async def migrate_line(self, line: str, package: str) -> int:
+        if not self._migrated and self._auto_migrate:
+            await self._run(lambda _: None)  # the engine's own line first
+        return await self._run(lambda c: self._migrate_line(c, line, package))
 
     async def close(self) -> None:
         if not self._closed:
@@ -358,8 +420,7 @@ class SQLiteStore(StoreBase):
                     on_event(CHANNEL_LEADER, "")
 
     # -- jobs ------------------------------------------------------------------------------
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+    def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
         rows = json.dumps(
             [
                 [
@@ -373,7 +434,7 @@ class SQLiteStore(StoreBase):
             ]
         )
         cursor = conn.execute(_Q["insert_jobs"], {"rows": rows, "now": time.time()})
-        return sorted((_job(r) for r in cursor.fetchall()), key=lambda job: job.id)
+        return sorted((self._job(r) for r in cursor.fetchall()), key=lambda job: job.id)
 
     async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
         if not jobs:
@@ -408,9 +469,8 @@ class SQLiteStore(StoreBase):
             return []
         return self._transition(conn, lambda w: self._claim(w, params))
 
-    @staticmethod
     def _claim(
-        conn: sqlite3.Connection, params: ClaimParams, skip: AbstractSet[int] = frozenset()
+        self, conn: sqlite3.Connection, params: ClaimParams, skip: AbstractSet[int] = frozenset()
     ) -> list[Job]:
         now = _ts(params.now)
         room: dict[str, int] = {t: params.max_jobs for t in params.job_types}
@@ -436,7 +496,7 @@ class SQLiteStore(StoreBase):
         cursor = conn.execute(
             _Q["claim_jobs"], {"ids": json.dumps(ids), "owner": params.node_id, "now": now}
         )
-        jobs = [_job(r) for r in cursor.fetchall()]
+        jobs = [self._job(r) for r in cursor.fetchall()]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
 
@@ -477,44 +537,6 @@ class SQLiteStore(StoreBase):
 
         # One write transaction, so one commit, for both halves.
         return await self._run(lambda c: self._transition(c, cycle))
-
-    async def get_job(self, job_id: int) -> Job | None:
-        def get(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
-            return None if row is None else _job(row)
-
-        return await self._run(get)
-
-    async def list_jobs(self, flt: JobFilter | None = None) -> list[Job]:
-        flt = flt or JobFilter()
-        params = {
-            "status": None if flt.status is None else flt.status.value,
-            "type": flt.type,
-            "before_id": flt.before_id,
-            "limit": flt.limit,
-        }
-        return await self._read(
-            lambda c: [_job(r) for r in c.execute(_Q["list_jobs"], params).fetchall()]
-        )
-
-    async def count_jobs(self) -> list[TypeCount]:
-        rows = await self._read(lambda c: c.execute(_Q["count_jobs"]).fetchall())
-        return [TypeCount(type=t, status=JobStatus(s), count=n) for t, s, n in rows]
-
-    async def _update_one(self, query: str, job_id: int, now: datetime | None) -> Job | None:
-        def update(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(query, {"id": job_id, "now": _ts(now)}).fetchone()
-            if row is None:
-                row = conn.execute(_Q["get_job"], {"id": job_id}).fetchone()
-            return None if row is None else _job(row)
-
-        return await self._run(lambda c: self._write(c, update))
-
-    async def cancel_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        return await self._update_one(_Q["cancel_job"], job_id, now)
-
-    async def retry_job(self, job_id: int, *, now: datetime | None = None) -> Job | None:
-        return await self._update_one(_Q["retry_job"], job_id, now)
 
     # -- workspaces and sessions -------------------------------------------------------------
     async def create_workspace(self, workspace: NewWorkspace, job: NewJob) -> tuple[Workspace, Job]:
@@ -613,12 +635,6 @@ class SQLiteStore(StoreBase):
         row = await self._set_status(_Q["set_session_status"], session_id, status, expect, error)
         return None if row is None else _session(row)
 
-    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = await self._read(
-            lambda c: c.execute(_Q["finished_per_minute"], {"since": since.timestamp()}).fetchall()
-        )
-        return [(_dt(minute), count) for minute, count in rows]
-
     # -- nodes -----------------------------------------------------------------------------
     async def heartbeat_node(
         self, node: NodeInfo, lease: timedelta, *, now: datetime | None = None
@@ -641,129 +657,3 @@ class SQLiteStore(StoreBase):
             return HeartbeatResult(existed=existed, owned=frozenset((i, a) for i, a in owned))
 
         return await self._run(lambda c: self._transition(c, beat))
-
-    async def remove_node(self, node_id: str) -> None:
-        await self._run(
-            lambda c: self._write(c, lambda w: w.execute(_Q["remove_node"], {"node_id": node_id}))
-        )
-
-    async def list_nodes(self, *, now: datetime | None = None) -> list[NodeInfo]:
-        def nodes(conn: sqlite3.Connection) -> list[NodeInfo]:
-            rows = conn.execute(_Q["list_nodes"], {"now": _ts(now)}).fetchall()
-            return [
-                NodeInfo(
-                    node_id=r[0],
-                    hostname=r[1],
-                    pid=r[2],
-                    job_types=tuple(json.loads(r[3])),
-                    concurrency=r[4],
-                    started_at=_dt(r[5]),
-                    heartbeat_at=_dt(r[6]),
-                    expires_at=_dt(r[7]),
-                )
-                for r in rows
-            ]
-
-        return await self._run(nodes)
-
-    async def delete_dead_nodes(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> int:
-        params = {"now": _ts(now), **_fence(term)}
-        return await self._run(
-            lambda c: self._write(c, lambda w: w.execute(_Q["delete_dead_nodes"], params).rowcount)
-        )
-
-    # -- leadership ------------------------------------------------------------------------
-    async def try_acquire_leader(
-        self,
-        node_id: str,
-        lease: timedelta,
-        *,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> LeaderTerm | None:
-        params: dict[str, Any] = {
-            "node_id": node_id,
-            "now": _ts(now),
-            "lease": lease.total_seconds(),
-        }
-        if term is None:
-            query = _Q["elect_leader"]
-        else:
-            query = _Q["renew_leader"]
-            params["elected_at"] = term.elected_at.timestamp()
-
-        def acquire(conn: sqlite3.Connection) -> LeaderTerm | None:
-            row = conn.execute(query, params).fetchone()
-            return None if row is None else _term(row)
-
-        return await self._run(lambda c: self._write(c, acquire))
-
-    async def resign_leader(self, term: LeaderTerm) -> bool:
-        params = {"node_id": term.leader_id, "elected_at": term.elected_at.timestamp()}
-        return await self._run(
-            lambda c: self._write(c, lambda w: w.execute(_Q["resign_leader"], params).rowcount) == 1
-        )
-
-    async def get_leader(self, *, now: datetime | None = None) -> LeaderTerm | None:
-        def get(conn: sqlite3.Connection) -> LeaderTerm | None:
-            row = conn.execute(_Q["get_leader"], {"now": _ts(now)}).fetchone()
-            return None if row is None else _term(row)
-
-        return await self._run(get)
-
-    # -- maintenance -----------------------------------------------------------------------
-    async def fail_stale_jobs(
-        self,
-        cutoff: datetime,
-        *,
-        job_types: Sequence[str] | None = None,
-        exclude_types: Sequence[str] = (),
-        skip_live_owners: bool = False,
-        term: LeaderTerm | None = None,
-        now: datetime | None = None,
-    ) -> int:
-        params = {
-            "skip_live": skip_live_owners,
-            "cutoff": cutoff.timestamp(),
-            "now": _ts(now),
-            "types": None if job_types is None else json.dumps(list(job_types)),
-            "exclude_types": json.dumps(list(exclude_types)),
-            **_fence(term),
-        }
-        return await self._run(
-            lambda c: self._write(
-                c, lambda w: len(w.execute(_Q["fail_stale_jobs"], params).fetchall())
-            )
-        )
-
-    async def prune_jobs(
-        self,
-        status: JobStatus,
-        finished_before: datetime,
-        *,
-        batch_size: int = 1000,
-        term: LeaderTerm | None = None,
-    ) -> int:
-        params = {
-            "status": status.value,
-            "before": finished_before.timestamp(),
-            "batch": batch_size,
-            "now": _ts(None),
-            **_fence(term),
-        }
-        return await self._run(
-            lambda c: self._write(c, lambda w: w.execute(_Q["prune_jobs"], params).rowcount)
-        )
-
-    async def rescue_orphaned_jobs(
-        self, *, term: LeaderTerm | None = None, now: datetime | None = None
-    ) -> RescueResult:
-        params = {"now": _ts(now), **_fence(term)}
-
-        def rescue(conn: sqlite3.Connection) -> RescueResult:
-            statuses = [r[0] for r in conn.execute(_Q["rescue_orphaned_jobs"], params)]
-            return RescueResult(retried=statuses.count("pending"), failed=statuses.count("failed"))
-
-        return await self._run(lambda c: self._write(c, rescue))

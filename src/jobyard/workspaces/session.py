@@ -4,24 +4,28 @@ A session lives inside a ready workspace: `initialize` creates its folder and st
 and moves it to `ready`. While its workspace is still being built the job snoozes (without using
 an attempt); if the workspace failed, the session fails with a reason that says so. Idempotent:
 the state file is written atomically, and a ready session is left alone.
+
+The workspace's files belong to its users, who may have replaced any folder in it with a link
+since it was built. The state is written through `confined`, which follows no link, so a session
+never writes outside its workspace: a link on the way fails the session instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobyard.dispatcher.executor import in_thread
-from jobyard.jobs.types import JOB_TYPE_SESSION_INIT
 from jobyard.model import Job, PermanentError, Snooze
 from jobyard.queue import Queue
-from jobyard.services.entities import EntityStatus, NewSession, Session
-from jobyard.services.paths import session_dir
 from jobyard.store.base import Store
+from jobyard.workspaces import confined
+from jobyard.workspaces.entities import EntityStatus, NewSession, Session
+from jobyard.workspaces.paths import session_parts, workspace_dir
+from jobyard.workspaces.payloads import JOB_TYPE_SESSION_INIT
 
 __all__ = ["SessionService"]
 
@@ -53,8 +57,9 @@ class SessionService:
         session = await self.store.get_session(session_id)
         if session is None:
             raise PermanentError(f"session {session_id!r} does not exist")
-        folder = session_dir(self.data_dir, session.workspace_id, session.id)
-        if session.status is EntityStatus.READY and (folder / STATE_FILE).is_file():
+        root = workspace_dir(self.data_dir, session.workspace_id)
+        state = (*session_parts(session.id), STATE_FILE)
+        if session.status is EntityStatus.READY and confined.holds_file(root, state):
             return
         workspace = await self.store.get_workspace(session.workspace_id)
         if workspace is None:
@@ -73,7 +78,7 @@ class SessionService:
             session.id, EntityStatus.INITIALIZING, expect=(*_REENTRANT, EntityStatus.READY)
         )
         try:
-            await in_thread(self._write_state, session, folder)
+            await in_thread(self._write_state, session, root)
         except Exception as exc:
             await self.store.set_session_status(
                 session.id, EntityStatus.FAILED, expect=_REENTRANT, error=str(exc)
@@ -95,13 +100,16 @@ class SessionService:
         raise PermanentError(reason)
 
     @staticmethod
-    def _write_state(session: Session, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def _write_state(session: Session, workspace_root: Path) -> None:
+        """Raises UnsafePath, writing nothing, if a folder on the way is a link."""
         state = {
             "id": session.id,
             "workspace_id": session.workspace_id,
             "initialized_at": datetime.now(UTC).isoformat(),
         }
-        partial = folder / f".{STATE_FILE}.{secrets.token_hex(4)}"
-        partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, folder / STATE_FILE)
+        data = (json.dumps(state, indent=2) + "\n").encode()
+        try:
+            with confined.folder(workspace_root, session_parts(session.id), create=True) as fd:
+                confined.write_atomically(fd, STATE_FILE, data)
+        except confined.UnsafePath as exc:
+            raise confined.UnsafePath(f"workspace {session.workspace_id}: {exc}") from None

@@ -1,0 +1,1 @@
+ALTER TABLE demo_notes ADD COLUMN extra TEXT;
