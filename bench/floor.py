@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "systems"))
 from _common import paced  # S3's own pacing, shared with the adapters
 
 QUERIES = Path(__file__).resolve().parent.parent / "src/jobyard/store/postgres/queries.sql"
-CHANNEL = "jobyard_jobs"  # jobyard's enqueue channel (jobyard.store.base.CHANNEL_JOBS)
+CHANNEL = "jobyard_jobs"  # jobyard's enqueue channel (jobyard.store.records.CHANNEL_JOBS)
 OWNER = "floor-worker"
 
 

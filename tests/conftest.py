@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from jobyard import Queue, open_store
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 
 PG_SERVER = os.environ.get("JOBYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 # One template per test process, so concurrent runs on one server never trip over each other.

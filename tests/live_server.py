@@ -1,7 +1,9 @@
 """A real uvicorn server on a free loopback port, in a background thread, for HTTP tests.
 
-The server owns its event loop and its runtime (store, dispatcher), exactly as in production;
-tests talk to it over HTTP and inspect the database through their own connection.
+The server owns its event loop and its runtime (store, dispatcher), and is the one `jobyard
+serve` runs (`jobyard.api.server.build_server`, with its connection guards), on a socket bound
+before it starts; tests talk to it over HTTP and inspect the database through their own
+connection.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from jobyard import Config
 from jobyard.api import ServerSettings, create_app
+from jobyard.api.server import bind, build_server
 from jobyard.workspaces import WorkspaceRuntime as Runtime
 from jobyard.workspaces import build_workspace_runtime as build_runtime
 
@@ -57,25 +59,30 @@ def live_server(
     *,
     token: str | None = None,
     run_worker: bool = True,
+    server: dict[str, object] | None = None,
     **config: object,
 ) -> Iterator[LiveServer]:
+    """`server` overrides ServerSettings fields (timeouts, caps); `config` overrides Config's."""
     cfg = Config(**{**FAST, **config}, database_url=database_url, data_dir=data_dir)  # type: ignore[arg-type]
     runtime = build_runtime(cfg)
-    port = free_port()
-    settings = ServerSettings(host="127.0.0.1", port=port, api_token=token)  # type: ignore[arg-type]
+    sockets = bind("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    settings = ServerSettings(host="127.0.0.1", port=port, api_token=token, **(server or {}))  # type: ignore[arg-type]
     app = create_app(runtime, settings, run_worker=run_worker)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
+    # With uvicorn's access log on, unlike `jobyard serve`: tests that check what is logged
+    # see the most a deployment could log.
+    uv = build_server(app, settings, graceful_shutdown=10, log_level="warning", access_log=True)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not server.started:
+    while not uv.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", runtime, cfg, token)
     finally:
-        server.should_exit = True
+        uv.should_exit = True
         thread.join(timeout=30)
+        for sock in sockets:
+            sock.close()

@@ -12,10 +12,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ from jobyard import Queue, open_store
 from jobyard.api.settings import ServerSettings
 from jobyard.cli import app
 from jobyard.config import Config
-from jobyard.store.base import ClaimParams, JobResult, Outcome
+from jobyard.store.records import ClaimParams, JobResult, Outcome
 from jobyard.workspaces.entities import EntityStatus, NewWorkspace
 from jobyard.workspaces.store import open_workspace_store
 
@@ -350,17 +351,55 @@ def test_serve_beyond_loopback_without_token_is_one_line(
 def test_serve_prints_the_dashboard_url_and_passes_settings(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[Config, ServerSettings, bool]] = []
+    calls: list[tuple[Config, ServerSettings, bool, list[int]]] = []
 
-    def fake_serve(config: Config, settings: ServerSettings, *, run_worker: bool = True) -> None:
-        calls.append((config, settings, run_worker))
+    def fake_serve(
+        config: Config,
+        settings: ServerSettings,
+        *,
+        run_worker: bool = True,
+        sockets: Sequence[socket.socket] = (),
+    ) -> None:
+        calls.append((config, settings, run_worker, [s.getsockname()[1] for s in sockets]))
 
     monkeypatch.setattr(jobyard.api.server, "serve", fake_serve)
-    result = ok(cli(sqlite_url, "serve", "--port", "8123", "--no-worker"))
-    assert result.stdout.splitlines()[0] == "jobyard dashboard: http://127.0.0.1:8123/"
-    ((config, settings, run_worker),) = calls
+    # Port 0: the system picks a free one, and the URL shows the port actually bound.
+    result = ok(cli(sqlite_url, "serve", "--port", "0", "--no-worker"))
+    ((config, settings, run_worker, ports),) = calls
     assert config.database_url == sqlite_url
-    assert (settings.host, settings.port, run_worker) == ("127.0.0.1", 8123, False)
+    assert (settings.host, settings.port, run_worker) == ("127.0.0.1", 0, False)
+    assert len(ports) == 1
+    assert ports[0] > 0
+    assert result.stdout.splitlines()[0] == f"jobyard dashboard: http://127.0.0.1:{ports[0]}/"
+
+
+def test_serve_refuses_a_token_padded_with_spaces(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted, it would refuse every bearer token: HTTP strips the spaces around a header."""
+    started: list[object] = []
+    monkeypatch.setattr(jobyard.api.server, "serve", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("JOBYARD_API_TOKEN", " abcdefghijklmnop ")
+    line = error_line(cli(sqlite_url, "serve"), 2)
+    assert line.startswith("error: invalid server settings: JOBYARD_API_TOKEN: must not start")
+    assert "abcdefghijklmnop" not in line
+    assert started == []
+
+
+def test_serve_whose_app_fails_to_start_is_one_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn exits with status 3 when the app's startup fails; the CLI says so in its own
+    words and with a documented status."""
+
+    async def failing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no schema for you"})
+
+    monkeypatch.setattr(jobyard.api.server, "create_app", lambda *a, **k: failing_app)
+    line = error_line(cli(sqlite_url, "serve", "--port", "0"), 1)
+    assert line == "error: the server did not start: see the log above"
 
 
 def test_unreachable_postgres_is_one_line(sqlite_url: str) -> None:
@@ -503,6 +542,68 @@ def test_worker_process_runs_jobs_and_drains_on_sigterm(
     assert "received SIGTERM" in log
     assert "Traceback" not in log
     assert as_json(cli(store_url, "status", "--json"))["nodes"] == []  # removed on drain
+
+
+# -- jobyard serve as a real process ---------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_drains_and_exits_0_on_sigterm(sqlite_url: str, tmp_path: Path) -> None:
+    """uvicorn re-raises the signal it caught once it has shut down, which made the process die
+    of SIGTERM (status 143) after a clean drain; `jobyard serve` exits 0, as documented."""
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "JOBYARD_DATABASE_URL": sqlite_url}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*_jobyard_command(), "serve", "--port", str(port)], stdout=log, stderr=log, env=env
+        )
+    try:
+
+        def answers() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    return sock.recv(100).startswith(b"HTTP/1.1 200 ")
+            except OSError:
+                return False
+
+        eventually(answers, "the server to answer")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = log_path.read_text()
+    assert "Traceback" not in log
+    assert "stopped" in log  # the node drained: jobyard.dispatcher logged it
+    assert as_json(cli(sqlite_url, "status", "--json"))["nodes"] == []
+
+
+def test_serve_on_a_port_in_use_says_so_before_anything_starts(tmp_path: Path) -> None:
+    database = tmp_path / "fresh" / "jobyard.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*_jobyard_command(), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "JOBYARD_DATABASE_URL": f"sqlite:///{database}"},
+        )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [f"error: port {port} is in use (try --port)"]
+    assert done.stdout == ""  # no dashboard address: it would be the other program's
+    assert not database.exists()  # the database was never opened, no node ever joined
 
 
 # -- terminal safety -----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import psycopg
 import pytest
 
 from jobyard import JobStatus, Queue, open_store
-from jobyard.store.base import JobResult, Outcome, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import JobResult, Outcome
 
 NODE_SCRIPT = Path(__file__).parent / "cluster" / "node.py"
 HEARTBEAT = 0.3

@@ -23,7 +23,8 @@ from jobyard import (
     Limits,
     Queue,
 )
-from jobyard.store.base import Outcome, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import Outcome
 from jobyard.workspaces import (
     JOB_TYPE_WORKSPACE_INIT,
     WorkspaceInitExecutor,
@@ -299,7 +300,7 @@ async def test_leader_fails_stale_jobs_of_dead_nodes_and_rescues_the_rest(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from jobyard.store.base import ClaimParams, NodeInfo
+    from jobyard.store.records import ClaimParams, NodeInfo
 
     for job_type in ("orphan", "stuck", "busy"):
         queue.declare(job_type)
@@ -512,7 +513,7 @@ async def test_a_job_owned_here_but_not_running_is_handed_back_and_run(
     commit, a crashed task), the heartbeat notices and hands the job back."""
     from datetime import UTC, datetime, timedelta
 
-    from jobyard.store.base import ClaimParams
+    from jobyard.store.records import ClaimParams
 
     dispatcher = Dispatcher(Config(**FAST), store, queue)
     ran = asyncio.Event()

@@ -16,7 +16,7 @@ import pytest
 
 from jobyard import Config, Dispatcher, Job, JobStatus, Outcome, Queue, open_store
 from jobyard.dispatcher.hooks import Observers
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 
 FAST = {"job_poll_interval": 0.05, "heartbeat_interval": 0.2, "leader_lease_duration": 1.0}
 

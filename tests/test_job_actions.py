@@ -15,7 +15,7 @@ import pytest
 from jobyard import JobStatus, Queue, open_store
 from jobyard.admin import JobAdmin
 from jobyard.model import JobNotFound
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 from tests.live_server import live_server
 
 T = TypeVar("T")

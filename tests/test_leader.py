@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from jobyard.dispatcher.leader import TRUST_FRACTION, Elector
-from jobyard.store.base import LeaderTerm, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import LeaderTerm
 
 LEASE = timedelta(seconds=10)
 

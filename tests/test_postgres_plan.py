@@ -149,8 +149,8 @@ async def test_a_burst_of_enqueues_is_covered_by_one_trailing_notify(pg_url: str
     """The first enqueue of a window notifies inline; the rest are covered by one trailing
     NOTIFY, sent after their commits on the `notify` connection."""
     from jobyard import open_store
-    from jobyard.store.base import CHANNEL_JOBS, NewJob
     from jobyard.store.postgres.store import PostgresStore
+    from jobyard.store.records import CHANNEL_JOBS, NewJob
 
     producer = open_store(pg_url, notify_window=1.0)
     listening = open_store(pg_url)
@@ -193,8 +193,8 @@ async def test_a_claim_that_waited_for_the_type_lock_counts_what_was_claimed_mea
     the lock inside it. When A commits, B must see A's claims and take nothing.
     """
     from jobyard import open_store
-    from jobyard.store.base import NewJob
     from jobyard.store.postgres.store import PostgresStore, type_lock_key
+    from jobyard.store.records import NewJob
 
     store = open_store(pg_url)
     assert isinstance(store, PostgresStore)

@@ -20,7 +20,7 @@ from jobyard import (
     PayloadTooLarge,
     UnknownJobType,
 )
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 from jobyard.workspaces import (
     SessionInitPayload,
     WorkspaceInitPayload,

@@ -13,7 +13,8 @@ import pytest
 
 from jobyard import JobStatus, Queue, StoreError, open_store
 from jobyard.model import Job
-from jobyard.store.base import (
+from jobyard.store.ports import Store
+from jobyard.store.records import (
     ClaimParams,
     JobFilter,
     JobResult,
@@ -21,7 +22,6 @@ from jobyard.store.base import (
     NodeInfo,
     Outcome,
     RescueResult,
-    Store,
 )
 
 LEASE = timedelta(seconds=10)

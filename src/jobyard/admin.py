@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import Job, JobNotFound, JobStatus
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store.ports import AdminStore
-from jobyard.store.records import JobFilter, JobUpdate, TypeCount
+from jobyard.store.records import JobFilter, JobUpdate, LeaderTerm, NodeInfo, TypeCount
 
 __all__ = ["JobAction", "JobAdmin"]
 
@@ -71,6 +72,23 @@ class JobAdmin:
     async def cluster_status(self) -> ClusterStatus:
         """The leader, the live nodes and, per type, counts, limit and whether it is served."""
         return await cluster_status(self.store, self.limits)
+
+    async def get_leader(self) -> LeaderTerm | None:
+        """The leader's term, or None while no node holds the lease."""
+        return await self.store.get_leader()
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """The nodes whose liveness has not expired."""
+        return await self.store.list_nodes()
+
+    async def finished_per_minute(self, since: datetime) -> list[tuple[datetime, int]]:
+        """Jobs finished (completed or failed) per minute since `since`, cluster-wide."""
+        return await self.store.finished_per_minute(since)
+
+    async def now(self) -> datetime:
+        """The database's clock: the reference for ages, so they agree with the stored times
+        whatever this host's clock says. Also a cheap check that the database answers."""
+        return await self.store.now()
 
     # -- actions ---------------------------------------------------------------------------
     async def retry(self, job_id: int) -> bool:

@@ -57,7 +57,8 @@ from jobyard.model import (
 from jobyard.node import run_node
 from jobyard.status import ClusterStatus, cluster_status
 from jobyard.store import open_store
-from jobyard.store.base import JobFilter, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import JobFilter
 from jobyard.workspaces.entities import EntityStatus, Session, Workspace
 from jobyard.workspaces.paths import session_dir, workspace_dir
 from jobyard.workspaces.runtime import WORKSPACE_LIMITS
@@ -704,8 +705,9 @@ def serve(
 ) -> None:
     """Serve the HTTP API and the live dashboard, with a worker node in the same process.
 
-    Runs until SIGINT or SIGTERM, then drains the node. Set JOBYARD_API_TOKEN to require
-    `Authorization: Bearer <token>` (and to listen beyond loopback).
+    Runs until SIGINT or SIGTERM, then drains the node and exits 0. Set JOBYARD_API_TOKEN to
+    require `Authorization: Bearer <token>` (and to listen beyond loopback). A port already in
+    use is refused before anything starts (exit 2).
     """
     from jobyard.api import server as api_server
     from jobyard.api.settings import ServerSettings
@@ -718,11 +720,18 @@ def serve(
         given["port"] = port
     settings = ServerSettings.load(**given)
     settings.check_exposure()  # before anything is printed or opened
-    _run(_preflight(config.database_url))
-    _setup_logging()
-    # Flushed at once: under a process manager stdout is a pipe, and the URL must show now.
-    print(f"jobyard dashboard: {_dashboard_url(settings.host, settings.port)}", flush=True)
-    api_server.serve(config, settings, run_worker=not no_worker)
+    # Then the port, before the database is touched or a node joins: bound now, it stays ours.
+    listeners = api_server.bind(settings.host, settings.port)
+    try:
+        _run(_preflight(config.database_url))
+        _setup_logging()
+        bound = listeners[0].getsockname()[1]
+        # Flushed at once: under a process manager stdout is a pipe, and the URL must show now.
+        print(f"jobyard dashboard: {_dashboard_url(settings.host, bound)}", flush=True)
+        api_server.serve(config, settings, run_worker=not no_worker, sockets=listeners)
+    finally:
+        for sock in listeners:
+            sock.close()
 
 
 @app.command()

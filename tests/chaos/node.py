@@ -52,7 +52,8 @@ from jobyard import Config, Dispatcher, Job, JobContext, Limits, PermanentError,
 from jobyard.dispatcher.dispatcher import new_node_id
 from jobyard.dispatcher.maintenance import MaintenanceReport, run_maintenance
 from jobyard.node import run_node
-from jobyard.store.base import JobResult, LeaderTerm, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import JobResult, LeaderTerm
 from tests.chaos.schema import TypedPayload
 
 log = logging.getLogger("chaos.node")

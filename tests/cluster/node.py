@@ -22,7 +22,7 @@ from typing import Any
 
 from jobyard import Config, Dispatcher, Job, JobContext, Limits, Queue, open_store
 from jobyard.node import run_node
-from jobyard.store.base import LeaderTerm
+from jobyard.store.records import LeaderTerm
 
 
 def main() -> None:

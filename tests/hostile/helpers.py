@@ -17,7 +17,7 @@ import httpx
 import psycopg
 
 from jobyard import open_store
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 from tests.live_server import LiveServer
 
 T = TypeVar("T")

@@ -40,7 +40,8 @@ from hypothesis.stateful import (
 )
 
 from jobyard import Job, JobStatus, Queue
-from jobyard.store.base import ClaimParams, JobFilter, JobResult, NodeInfo, Outcome, Store
+from jobyard.store.ports import Store
+from jobyard.store.records import ClaimParams, JobFilter, JobResult, NodeInfo, Outcome
 from tests.hostile.helpers import StoreRunner, wipe_jobs_and_nodes
 
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobyard import Job, PayloadError, Queue
-from jobyard.store.base import JobFilter
+from jobyard.store.records import JobFilter
 from tests.hostile.helpers import StoreRunner
 
 # Text a store can hold: valid Unicode (no lone surrogates) without NUL.

@@ -16,9 +16,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from jobyard.api import dashboard
 from jobyard.api.metrics import Metrics
+from jobyard.api.redirects import RelativeRedirects
 from jobyard.api.routes import api, health
-from jobyard.api.security import BodySizeLimit, CrossSiteGuard
+from jobyard.api.security import BodyLimits, CrossSiteGuard
+from jobyard.api.sessions import SignIns
 from jobyard.api.settings import ServerSettings
+from jobyard.api.throttle import FailureBudget
 from jobyard.model import JobyardError, StoreError
 from jobyard.runtime import Runtime
 
@@ -65,6 +68,9 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     app.state.runtime = runtime
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app.state.api_token = token
+    # Both in this process's memory: sign-ins and guessing budgets end with the process.
+    app.state.sign_ins = SignIns()
+    app.state.auth_failures = FailureBudget(settings.auth_failures, settings.auth_failure_interval)
     metrics = Metrics(runtime)
     app.include_router(api)
     app.include_router(health)
@@ -109,9 +115,10 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
         # operational error, never a bare 500 with a traceback.
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    # Outside the size limit: a cross-site request is refused before its body is read.
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    # Outside the body limits: a cross-site request is refused before its body is read.
     app.add_middleware(CrossSiteGuard)
+    app.add_middleware(RelativeRedirects)
     if token is None:
         # Without a token the server is on loopback only; refusing other Host names stops a
         # web page from reaching it through DNS rebinding.

@@ -8,9 +8,12 @@ swaps it in. Actions are plain HTML forms that POST and redirect back (303), so 
 with no script at all, just without the live refresh.
 
 Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
-or as the `jobyard_token` cookie that `/ui/login` sets. Without a token the server only listens
-on loopback, so the page is open; forms posted from another site are still refused (see
-`_same_origin`), because a web page in the operator's browser can reach loopback.
+or by signing in at `/ui/login`, which starts a session of this server process (see
+`jobyard.api.sessions`) and keeps its id in the `jobyard_session` cookie; signing out ends it.
+Wrong tokens, in the header or the form, are throttled per client (`jobyard.api.throttle`).
+Without a token the server only listens on loopback, so the page is open; forms posted from
+another site are still refused, as every state-changing request is (`CrossSiteGuard`), because a
+web page in the operator's browser can reach loopback.
 """
 
 from __future__ import annotations
@@ -21,17 +24,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from jobyard.admin import JobAction
-from jobyard.api.security import bearer, session_value, token_matches
+from jobyard.api.security import bearer_matches, presented_token_matches, throttled
+from jobyard.api.sessions import SignIns
 from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
 from jobyard.status import ClusterStatus, cluster_status
-from jobyard.store.base import JobFilter
+from jobyard.store.records import JobFilter
 from jobyard.workspaces.entities import Session, Workspace
 from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
@@ -40,7 +44,7 @@ __all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
 # HTML, not JSON: nothing here belongs in the OpenAPI schema.
 router = APIRouter(include_in_schema=False)
 
-COOKIE: Final = "jobyard_token"
+COOKIE: Final = "jobyard_session"
 LIVE_PATH: Final = "/ui/live"
 LOGIN_PATH: Final = "/ui/login"
 THROUGHPUT_MINUTES: Final = 30
@@ -62,7 +66,7 @@ _SECURITY_HEADERS: Final[Mapping[str, str]] = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     # Not "no-referrer": with it, browsers send `Origin: null` on form posts, which
-    # `_same_origin` must refuse.
+    # the cross-site check must refuse.
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
@@ -250,34 +254,21 @@ def _token_required(request: Request) -> bool:
     return token is not None
 
 
+def _sign_ins(request: Request) -> SignIns:
+    sign_ins: SignIns = request.app.state.sign_ins
+    return sign_ins
+
+
 def _authorized(request: Request) -> bool:
-    """The API token, from a bearer header (scripts) or the login cookie (browsers); always
-    compared in constant time. Anyone may look when no token is configured."""
+    """A live sign-in session (browsers) or the API token as a bearer header (scripts, compared
+    in constant time and throttled: a client out of wrong tokens gets 429). Anyone may look
+    when no token is configured."""
     expected: str | None = request.app.state.api_token
     if expected is None:
         return True
-    return token_matches(bearer(request), expected) or token_matches(
-        request.cookies.get(COOKIE), session_value(expected)
+    return _sign_ins(request).valid(request.cookies.get(COOKIE)) or bearer_matches(
+        request, expected
     )
-
-
-def _same_origin(request: Request) -> bool:
-    """False for a form posted from another site.
-
-    Browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`). A page on any site
-    can post a form to 127.0.0.1, so without this check it could cancel jobs on an open
-    dashboard. Clients that send neither header (curl, httpx) are not browsers and are let
-    through; the token, when configured, still applies to them.
-    """
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
 
 
 def _render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
@@ -310,7 +301,7 @@ async def _form(request: Request) -> dict[str, str] | HTMLResponse:
     """The fields of a urlencoded form (the only kind these pages send), first value of each.
 
     Parsed by hand because FastAPI's `Form` needs python-multipart, which jobyard does not
-    depend on. The body is already capped by the app's BodySizeLimit.
+    depend on. The body is already capped by the app's BodyLimits.
     """
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
@@ -383,23 +374,31 @@ async def login_page(request: Request) -> Response:
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    """Check the token and keep it in a cookie the page's script cannot read (HttpOnly) and
-    that other sites' requests do not carry (SameSite=Strict)."""
+    """Check the token and start a session whose id goes in a cookie the page's script cannot
+    read (HttpOnly) and that other sites' requests do not carry (SameSite=Strict). The cookie
+    never holds the token or anything derived from it."""
     expected: str | None = request.app.state.api_token
     if expected is None:
         return _see_other("/")
-    if not _same_origin(request):
-        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
     fields = await _form(request)
     if isinstance(fields, HTMLResponse):
         return fields
-    presented = fields.get("token")
-    if not token_matches(presented, expected):
+    if (refusal := throttled(request)) is not None:
+        page = _render(
+            "login.html",
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            error="Too many wrong tokens from your address. Wait a little, then try again.",
+        )
+        page.headers.update(refusal.headers or {})
+        return page
+    if not presented_token_matches(request, fields.get("token"), expected):
         return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
+    sign_ins = _sign_ins(request)
     response = _see_other("/")
     response.set_cookie(
         COOKIE,
-        session_value(expected),
+        sign_ins.start(),
+        max_age=int(sign_ins.lifetime),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -410,8 +409,8 @@ async def login(request: Request) -> Response:
 
 @router.post("/ui/logout", response_class=HTMLResponse)
 async def logout(request: Request) -> Response:
-    if not _same_origin(request):
-        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
+    """End the session, so its cookie opens nothing even if it was copied, and forget it."""
+    _sign_ins(request).end(request.cookies.get(COOKIE))
     response = _see_other(LOGIN_PATH if _token_required(request) else "/")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -432,10 +431,9 @@ async def static(name: str) -> Response:
 
 # -- actions ------------------------------------------------------------------------------------
 def _refuse_action(request: Request) -> HTMLResponse | None:
+    """Cross-site posts never get here (`CrossSiteGuard`); what is left is who may act."""
     if not _authorized(request):
         return _unauthorized(request)
-    if not _same_origin(request):
-        return _error(request, status.HTTP_403_FORBIDDEN, "Cross-site form refused.")
     return None
 
 

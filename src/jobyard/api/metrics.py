@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from jobyard.model import Job
 from jobyard.runtime import Runtime
-from jobyard.store.base import Outcome
+from jobyard.store.records import Outcome
 
 __all__ = ["Metrics"]
 

@@ -33,7 +33,7 @@ from jobyard.model import (
     PayloadTooLarge,
     UnknownJobType,
 )
-from jobyard.store.base import JobFilter
+from jobyard.store.records import JobFilter
 from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
 __all__ = ["api", "health"]

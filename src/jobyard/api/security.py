@@ -1,21 +1,26 @@
-"""Who may call the API, from where, and how big a request may be."""
+"""Who may call the API, from where, and how big and how slow a request body may be."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, status
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobyard.api.throttle import FailureBudget, client_key
+
 __all__ = [
-    "BodySizeLimit",
+    "BodyLimits",
     "CrossSiteGuard",
+    "bearer_matches",
     "is_cross_site",
+    "presented_token_matches",
     "require_token",
-    "session_value",
+    "throttled",
     "token_matches",
 ]
 
@@ -31,22 +36,55 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def session_value(token: str) -> str:
-    """What the dashboard's sign-in cookie holds: derived from the token, so a stolen cookie
-    opens the dashboard but does not reveal the API token itself."""
-    return hmac.new(token.encode(), b"jobyard dashboard session v1", hashlib.sha256).hexdigest()
-
-
 def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def _budget(request: Request) -> tuple[FailureBudget, str]:
+    budget: FailureBudget = request.app.state.auth_failures
+    return budget, client_key(request.client.host if request.client else None)
+
+
+def throttled(request: Request) -> HTTPException | None:
+    """The 429 to answer when this client has used up its wrong tokens, else None.
+
+    Checked before any token is compared, so a guess made while throttled learns nothing."""
+    budget, client = _budget(request)
+    if budget.retry_after(client) <= 0:
+        return None
+    return HTTPException(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        detail="too many wrong tokens from this address; try again later",
+        headers={"Retry-After": budget.retry_after_header(client)},
+    )
+
+
+def presented_token_matches(request: Request, presented: str | None, expected: str) -> bool:
+    """Check a token the client presented (header or form), spending one of its wrong tokens
+    when it does not match. Raises the 429 of `throttled` instead of checking while the
+    client's budget is spent. Presenting nothing is not a guess and costs nothing."""
+    if presented is None:
+        return False
+    if (refusal := throttled(request)) is not None:
+        raise refusal
+    if token_matches(presented, expected):
+        return True
+    budget, client = _budget(request)
+    budget.failed(client)
+    return False
+
+
+def bearer_matches(request: Request, expected: str) -> bool:
+    """Whether the request's bearer token is `expected`; throttled like every token check."""
+    return presented_token_matches(request, bearer(request), expected)
+
+
 async def require_token(request: Request) -> None:
     """FastAPI dependency for every /api route."""
     expected: str | None = request.app.state.api_token
-    if expected is not None and not token_matches(bearer(request), expected):
+    if expected is not None and not bearer_matches(request, expected):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong bearer token",
@@ -130,13 +168,22 @@ class CrossSiteGuard:
         await send({"type": "http.response.body", "body": body})
 
 
-class BodySizeLimit:
-    """Refuse bodies over `limit` bytes with 413, by Content-Length up front or while the body
-    streams in (a chunked upload has no length to check)."""
+class BodyLimits:
+    """Refuse bodies over `max_bytes` with 413, by Content-Length up front or while the body
+    streams in (a chunked upload has no length to check), and bodies that have not fully
+    arrived `timeout` seconds after the request began with 408.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Both answers carry `Connection: close`: the rest of the body is never read as a request.
+    The server reads and discards what the client still sends for a moment before closing
+    (see `jobyard.api.connections`), so a client busy uploading sees the answer rather than a
+    reset connection. The deadline covers only the body; once it is in, the app may take as
+    long as it needs.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
-        self.limit = limit
+        self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,26 +191,40 @@ class BodySizeLimit:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _too_large(send, self.limit)
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _refuse(send, 413, f"request body larger than {self.max_bytes} bytes")
             return
+        deadline = asyncio.get_running_loop().time() + self.timeout
         seen = 0
-        started = refused = False
+        started = refused = body_done = False
+
+        async def refuse(code: int, detail: str) -> Message:
+            # Answer ourselves and tell the app the client left: whatever the app does with
+            # that (frameworks turn a body error into 400), it is not sent.
+            nonlocal refused
+            refused = True
+            if not started:
+                await _refuse(send, code, detail)
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
-            nonlocal seen, refused
+            nonlocal seen, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()  # after the body: only a disconnect, whenever it comes
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(
+                    408, f"the request body did not arrive within {self.timeout:g} seconds"
+                )
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    # Answer 413 ourselves and tell the app the client left: whatever the app
-                    # does with that (frameworks turn a body error into 400), it is not sent.
-                    refused = True
-                    if not started:
-                        await _too_large(send, self.limit)
-                    return {"type": "http.disconnect"}
+                body_done = not message.get("more_body", False)
+                if seen > self.max_bytes:
+                    return await refuse(413, f"request body larger than {self.max_bytes} bytes")
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -174,14 +235,21 @@ class BodySizeLimit:
                 started = True
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:
+                raise
+            # Expected: we answered and told the app the client left. Letting it escape
+            # would log a traceback for every slow or oversized form body.
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
+async def _refuse(send: Send, code: int, detail: str) -> None:
+    body = f'{{"detail":"{detail}"}}'.encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

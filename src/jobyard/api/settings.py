@@ -22,11 +22,17 @@ def is_loopback(host: str) -> bool:
 
 
 class ServerSettings(BaseSettings):
-    """How the HTTP server listens and whom it lets in.
+    """How the HTTP server listens, whom it lets in, and how long it waits for slow clients.
 
     `api_token` (`JOBYARD_API_TOKEN`): when set, every `/api` call needs
     `Authorization: Bearer <token>`, and so does the dashboard. Without it the server listens on
-    loopback only; `host` beyond loopback without a token is refused.
+    loopback only; `host` beyond loopback without a token is refused. A token that no HTTP
+    client could present (surrounding spaces, control or non-ASCII characters) is refused here,
+    rather than accepted and then never matched.
+
+    `header_timeout`, `body_timeout` and `max_connections` bound what a slow or idle client can
+    hold; `auth_failures` and `auth_failure_interval` bound how fast one address can guess the
+    token. See docs/configuration.md for what each guarantees.
     """
 
     model_config = SettingsConfigDict(env_prefix="JOBYARD_", extra="ignore")
@@ -35,6 +41,11 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=1000, ge=1)
+    auth_failures: int = Field(default=10, ge=1)
+    auth_failure_interval: float = Field(default=6.0, gt=0, le=86400)
 
     @field_validator("api_token", mode="before")
     @classmethod
@@ -44,7 +55,21 @@ class ServerSettings(BaseSettings):
     @field_validator("api_token")
     @classmethod
     def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret != secret.strip():
+            # HTTP drops the spaces around a header value, so a padded token could never match.
+            raise ValueError(
+                "must not start or end with spaces or line breaks, which an Authorization "
+                "header cannot carry; remove them"
+            )
+        if not all(" " <= c <= "~" for c in secret):
+            raise ValueError(
+                "may contain only printable ASCII characters (letters, digits, punctuation, "
+                "spaces), which an Authorization header can carry"
+            )
+        if len(secret) < 16:
             raise ValueError("must be at least 16 characters")
         return value
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from jobyard.config import DEFAULT_DATABASE_URL
 from jobyard.model import StoreError
-from jobyard.store.base import Store
+from jobyard.store.ports import Store
 
 __all__ = ["Store", "open_store"]
 

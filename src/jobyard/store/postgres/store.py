@@ -20,7 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from jobyard.model import Job, JobStatus, StoreError, StoreUnavailable
-from jobyard.store.base import (
+from jobyard.store.backend import StoreBase
+from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
+from jobyard.store.records import (
     CHANNEL_JOBS,
     CHANNEL_LEADER,
     ClaimParams,
@@ -28,10 +31,7 @@ from jobyard.store.base import (
     JobResult,
     NewJob,
     NodeInfo,
-    StoreBase,
 )
-from jobyard.store.errors import translate_errors
-from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
 
 try:

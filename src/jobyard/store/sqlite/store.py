@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from jobyard.model import Job, StoreError, StoreUnavailable
-from jobyard.store.base import (
+from jobyard.store.backend import StoreBase
+from jobyard.store.errors import translate_errors
+from jobyard.store.ports import ENGINE_LINE
+from jobyard.store.records import (
     CHANNEL_LEADER,
     ClaimParams,
     HeartbeatResult,
     JobResult,
     NewJob,
     NodeInfo,
-    StoreBase,
 )
-from jobyard.store.errors import translate_errors
-from jobyard.store.ports import ENGINE_LINE
 from jobyard.store.sql import load_queries, migration_files
 
 __all__ = ["SQLiteStore", "translate_driver_error"]
