@@ -1,4 +1,4 @@
-"""Config: the seed's four durations, plus what a node needs to run.
+"""Config: the four durations that pace a cluster, plus what a node needs to run.
 
 Durations accept seconds (an int or float, or a numeric string from the environment) or a
 `timedelta`. Every value is checked when the Config is built, and a bad one raises `ConfigError`
@@ -54,8 +54,8 @@ def _as_timedelta(value: Any) -> Any:
 class Config(BaseModel):
     """How one jobyard node behaves.
 
-    The first four fields are the seed's `JobPollInterval`, `HeartbeatInterval`,
-    `LeaderLeaseDuration` and `JobTimeout`. Build it directly, or with `Config.from_env()` to read
+    The first four fields pace the cluster: how often nodes poll, heartbeat and renew the
+    leader lease, and how long a job may run. Build it directly, or with `Config.from_env()` to read
     `JOBYARD_*` environment variables (for example `JOBYARD_JOB_POLL_INTERVAL=0.5`).
     """
 

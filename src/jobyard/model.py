@@ -1,6 +1,6 @@
 """The job record, its states and the errors jobyard raises.
 
-These are the seed's `model.Job` and job lifecycle, in Python form. Everything here is plain data:
+The job record and its lifecycle. Everything here is plain data:
 the store fills it in, the dispatcher and the user read it.
 """
 
@@ -31,7 +31,7 @@ __all__ = [
 class JobStatus(enum.StrEnum):
     """Where a job is in its lifecycle.
 
-    `pending → processing → completed | failed`, as in the seed, plus `cancelled`. A failed attempt
+    `pending → processing → completed | failed`, plus `cancelled`. A failed attempt
     with attempts left goes back to `pending` with a later `run_at`. `completed`, `failed` and
     `cancelled` are final.
     """

@@ -1,9 +1,8 @@
 """Queue: validate, serialize and insert jobs, then wake the dispatcher.
 
-The seed's `Queue`, with its `Enqueue`, `EnqueueWorkspaceInit`, `EnqueueSessionInit` and
-`SetNotifyFunc`. Job types are declared up front (by `declare` or by the dispatcher's
-`register_executor`); enqueueing an undeclared type, or a payload its model refuses, raises before
-anything is written.
+Job types are declared up front (by `declare` or by the dispatcher's `register_executor`);
+enqueueing an undeclared type, or a payload its model refuses, raises before anything is
+written.
 
 Async code awaits `enqueue`; sync code (a Flask or Django view) calls `enqueue_sync`. Both build the
 rows the same way and differ only in how the store runs the insert. Pass `conn=` to join your own
@@ -105,7 +104,7 @@ class Queue:
         return dict(self._types)
 
     def set_notify_func(self, fn: Callable[[], None] | None) -> None:
-        """The seed's `SetNotifyFunc`: `fn` is called after every enqueue, from the enqueuing
+        """`fn` is called after every enqueue, from the enqueuing
         thread. It must be cheap and thread-safe; the dispatcher's only sets a wake-up flag."""
         self._notify = fn
 
@@ -203,7 +202,7 @@ class Queue:
         max_attempts: int | None = None,
         conn: Any = None,
     ) -> Job:
-        """The seed's `Enqueue`. `run_at` is an aware datetime or a delay from now; higher
+        """Insert one job. `run_at` is an aware datetime or a delay from now; higher
         `priority` runs first; `max_attempts` defaults to the queue's default (3)."""
         (job,) = await self.enqueue_many(
             job_type,

@@ -1,10 +1,10 @@
 """The dispatcher: one node of a jobyard cluster.
 
-The seed's `Dispatcher`, with what the seed left out. Every node dispatches (not only the
-leader); one claim fills every free slot; the store counts running jobs per type in the database,
-so limits hold across nodes; results are recorded in fenced batches; a heartbeat keeps the node
-alive in the database and notices jobs taken away from it; the leader also runs maintenance.
-How one attempt ends is decided in `attempt.py`; this module records it.
+Every node dispatches (not only the leader); one claim fills every free slot; the store counts
+running jobs per type in the database, so limits hold across nodes; results are recorded in
+fenced batches; a heartbeat keeps the node alive in the database and notices jobs taken away
+from it; the leader also runs maintenance. How one attempt ends is decided in `attempt.py`; this
+module records it.
 
 Lifecycle: `await dispatcher.start()` runs until `await dispatcher.stop()` or until the task
 running it is cancelled. Stopping drains: no new claims, running jobs get the grace period to
@@ -131,7 +131,7 @@ class Dispatcher:
 
     # -- registration ----------------------------------------------------------------------
     def register_executor(self, job_type: str, executor: ExecutorLike) -> None:
-        """The seed's `RegisterExecutor`; also declares `job_type` on the queue."""
+        """Run jobs of `job_type` with `executor`; also declares `job_type` on the queue."""
         if self._started:
             raise JobyardError("register executors before start()")
         self.queue.declare(job_type)
@@ -143,7 +143,7 @@ class Dispatcher:
 
     @property
     def is_leader(self) -> bool:
-        """The seed's `isLeader`: True while this node holds, and trusts, the leader lease."""
+        """True while this node holds, and trusts, the leader lease."""
         return self._elector.is_leader
 
     @property
@@ -371,7 +371,7 @@ class Dispatcher:
         self._running[job.id] = attempt
 
     async def _run(self, attempt: Attempt, limit_s: float) -> None:
-        """The seed's `execute`: run one attempt, then record how it ended. Raises only when
+        """Run one attempt, then record how it ended. Raises only when
         its task is cancelled from outside the dispatcher, or a failpoint set to raise fires."""
         job = attempt.job
         started = time.monotonic()

@@ -1,9 +1,8 @@
 """Executors: the code that does a job's work.
 
-The seed's `Executor` interface is an object with `async execute(ctx, job)`; raising fails the
-attempt. Plain functions work too, async or sync, taking `(ctx, job)` or just `(job)`. Sync ones
-run in the dispatcher's worker threads so they never block the event loop.
-"""
+An executor is an object with `async execute(ctx, job)`; raising fails the attempt. Plain
+functions work too, async or sync, taking `(ctx, job)` or just `(job)`. Sync ones run in the
+dispatcher's worker threads so they never block the event loop."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ class JobContext:
 
 @runtime_checkable
 class Executor(Protocol):
-    """The seed's `Executor`: `async execute(ctx, job)`, raising to fail the attempt."""
+    """An object with `async execute(ctx, job)`; raising fails the attempt."""
 
     async def execute(self, ctx: JobContext, job: Job) -> None: ...
 

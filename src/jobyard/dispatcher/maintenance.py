@@ -1,8 +1,8 @@
-"""Leader-only maintenance: the seed's `cleanupStaleJobs`, made fast and honest.
+"""Leader-only maintenance: stale and orphaned jobs recovered quickly and honestly.
 
 Each pass, run by the leader every heartbeat interval:
 - rescue jobs whose node stopped heartbeating (back to pending while attempts remain);
-- fail jobs processing longer than their timeout (the seed's `FailStaleJobs`) whose own node
+- fail jobs processing longer than their timeout (`fail_stale_jobs`) whose own node
   is gone: a live node enforces its jobs' timeouts itself, and a sync executor it cannot
   interrupt keeps its slot until it returns, so the limit is never exceeded;
 - remove the rows of dead nodes;

@@ -86,7 +86,7 @@ class QueueStore(Protocol):
     transaction."""
 
     async def enqueue_job(self, job: NewJob, *, conn: Any = None) -> Job:
-        """The seed's `EnqueueJob`. With `conn`, the insert joins that open transaction."""
+        """Insert one job. With `conn`, the insert joins that open transaction."""
         ...
 
     async def enqueue_jobs(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[Job]:
@@ -109,7 +109,7 @@ class LeaderStore(Protocol):
         term: LeaderTerm | None = None,
         now: datetime | None = None,
     ) -> LeaderTerm | None:
-        """The seed's `TryAcquireLeader`, scoped to a term.
+        """Take or renew the leader lease, scoped to a term.
 
         Without `term`, elect `node_id` if the lease is free or expired. With `term`, renew
         exactly that term. Returns the (new or renewed) term, or None when another term holds.
@@ -145,7 +145,7 @@ class MaintenanceStore(Protocol):
         term: LeaderTerm | None = None,
         now: datetime | None = None,
     ) -> int:
-        """The seed's `FailStaleJobs`: fail `processing` jobs started before `cutoff`.
+        """Fail `processing` jobs started before `cutoff`.
 
         With `skip_live_owners`, leave jobs whose node is still alive: that node enforces their
         timeout itself and, for a sync executor it cannot interrupt, keeps the job (and its
@@ -195,7 +195,7 @@ class DispatchStore(QueueStore, LeaderStore, MaintenanceStore, Protocol):
 
         PostgreSQL: LISTEN, with channel "jobyard_jobs" (payload: the enqueued types) or
         "jobyard_leader" (the lease was resigned), and "" after each (re)connect. SQLite: a
-        cheap check of the file's change counter every 50 ms, reported as channel "".
+        cheap check of the file's change counter every 25 ms, reported as channel "".
         These are hints; polling covers anything they miss.
         """
         ...
@@ -205,7 +205,7 @@ class DispatchStore(QueueStore, LeaderStore, MaintenanceStore, Protocol):
         ...
 
     async def claim_jobs(self, params: ClaimParams) -> list[Job]:
-        """The seed's `DequeueJob`, batched: fills up to `max_jobs` slots in one transaction.
+        """Claim due jobs: fills up to `max_jobs` slots in one transaction.
 
         Order: higher priority first, then earlier `run_at`, then lower id. Each claimed job is
         `processing`, owned by `params.node_id`, with `attempt` incremented.
@@ -219,7 +219,7 @@ class DispatchStore(QueueStore, LeaderStore, MaintenanceStore, Protocol):
         ...
 
     async def complete_job(self, result: JobResult, *, now: datetime | None = None) -> bool:
-        """The seed's `CompleteJob`, fenced: True if the result was applied."""
+        """Record one result, fenced: True if the result was applied."""
         ...
 
     async def complete_and_claim(

@@ -1,4 +1,4 @@
-"""Workspaces and sessions: what the seed's two job types initialize.
+"""Workspaces and sessions: what the platform's two job types initialize.
 
 They live in the same database as the jobs, so creating one and enqueuing its init job commit
 together or not at all.

@@ -1,6 +1,7 @@
-"""The seed's job types and their payloads.
+"""The platform's two job types and their payloads.
 
-The payload models serialize exactly as the seed's Go structs: `{"workspaceId": ...}` and
+The payload models serialize with camelCase keys, as the platform's other clients expect:
+`{"workspaceId": ...}` and
 `{"sessionId": ...}`. Python code uses snake_case attribute names.
 """
 

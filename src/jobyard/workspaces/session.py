@@ -1,4 +1,4 @@
-"""SessionService: what the seed's `session_init` job calls.
+"""SessionService: what the `session_init` job calls.
 
 A session lives inside a ready workspace: `initialize` creates its folder and state file there
 and moves it to `ready`. While its workspace is still being built the job snoozes (without using

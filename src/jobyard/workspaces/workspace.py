@@ -1,4 +1,4 @@
-"""WorkspaceService: what the seed's `workspace_init` job calls.
+"""WorkspaceService: what the `workspace_init` job calls.
 
 `initialize` materializes a workspace under the data directory, from a template folder (copied),
 from a git repository in the templates folder (cloned with `git`), or empty, and writes its

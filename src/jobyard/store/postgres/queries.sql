@@ -201,7 +201,7 @@ WHERE name = 'default' AND expires_at > coalesce(%(now)s, now());
 -- unexpired by the database's clock. The fence takes a share lock on the lease row, so a new
 -- election (an update of that row) waits until the statement has committed: no maintenance
 -- statement of a term ever lands after the next term began. A NULL leader: no fence.
--- The seed's FailStaleJobs: processing jobs started before cutoff are failed (compare-and-set
+-- Processing jobs started before cutoff are failed (compare-and-set
 -- on status, so a job that finished meanwhile is untouched).
 UPDATE jobyard_jobs
 SET status = 'failed', finished_at = coalesce(%(now)s, now()),

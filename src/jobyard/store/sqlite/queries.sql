@@ -139,7 +139,7 @@ WHERE name = 'default' AND expires_at > :now;
 -- the leader's id and election time, it changes nothing unless that term holds the lease,
 -- unexpired at the statement's now. The file has one writer at a time, so the lease cannot
 -- change while the statement runs. A NULL leader: no fence.
--- The seed's FailStaleJobs: processing jobs started before :cutoff are failed (compare-and-set
+-- Processing jobs started before :cutoff are failed (compare-and-set
 -- on status, so a job that finished meanwhile is untouched).
 UPDATE jobyard_jobs
 SET status = 'failed', finished_at = :now,

@@ -391,7 +391,7 @@ class SQLiteStore(StoreBase):
         """Report commits by other connections (other processes) to the file.
 
         `PRAGMA data_version` changes when another connection commits; reading it takes no
-        lock, so checking every 50 ms is cheap, and a node in another process is woken within
+        lock, so checking every 25 ms is cheap, and a node in another process is woken within
         about that. Our own commits do not change it: our own enqueues wake us directly. When
         it changes and the leader lease is free (the leader resigned), that is reported too,
         so a follower takes over at once.
