@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test check lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# `make check`: the fast inner loop while editing, under a minute: lint, types, and the tests on
+# SQLite alone, without the slow ones (real processes, browsers, servers waited out; the list is
+# SLOW in tests/conftest.py). `make test` still runs everything, on both stores.
+check: $(STAMP) lint typecheck
+	$(BIN)/pytest -q -m "not slow" -k "not postgres"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,26 @@ import pytest
 from jobyard import Queue, open_store
 from jobyard.store.ports import Store
 
+# What `make check` leaves out to stay under a minute: real processes, real browsers, servers
+# waited out, and property runs. `make test` runs everything.
+SLOW: dict[str, str] = {
+    "chaos": "kills, freezes and restarts workers and a database",
+    "test_cluster.py": "several worker processes, killed and stopped",
+    "test_service_e2e.py": "a server and two worker processes",
+    "test_dashboard_browser.py": "a real Chromium",
+    "test_docs_examples.py": "every example of the docs, servers included",
+    "test_api_fuzz.py": "schemathesis against the whole API",
+    "test_http_guards.py": "waits out the server's header and body timeouts",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        if any(part in SLOW for part in parts):
+            item.add_marker(pytest.mark.slow)
+
+
 PG_SERVER = os.environ.get("JOBYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 # One template per test process, so concurrent runs on one server never trip over each other.
 TEMPLATE = f"jobyard_test_template_{os.getpid()}"
