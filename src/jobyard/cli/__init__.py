@@ -1236,7 +1236,3 @@ def sessions_show(
 def main() -> None:
     """The `jobyard` console script."""
     app()
-
-
-if __name__ == "__main__":
-    main()
