@@ -1,0 +1,162 @@
+"""What one invocation works on: the global options, the Config they and the JOBYARD_*
+variables give, and the store or runtime it opens (after a quick check that the database can be
+reached), with database errors naming the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sys
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+
+from jobyard import __version__
+from jobyard.cli.errors import CliError
+from jobyard.config import DEFAULT_DATABASE_URL, Config
+from jobyard.model import StoreError, StoreUnavailable
+from jobyard.store import open_store
+from jobyard.store.ports import Store
+from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
+from jobyard.workspaces.runtime import build_workspace_runtime as build_runtime
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Globals:
+    database_url: str | None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jobyard {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="JOBYARD_DATABASE_URL",
+            show_envvar=True,
+            metavar="URL",
+            help=(
+                "Where jobs live: sqlite:///path.db or postgresql://user@host:port/db "
+                f"(default {DEFAULT_DATABASE_URL}). Other settings come from JOBYARD_* "
+                "variables (JOBYARD_DATA_DIR, JOBYARD_JOB_TIMEOUT, ...)."
+            ),
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # A URL from the environment is left for Config to read, so its errors name the variable.
+    source = ctx.get_parameter_source("database_url")
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    ctx.obj = _Globals(database_url=None if from_env else database_url)
+
+
+def _config(ctx: typer.Context, **overrides: Any) -> Config:
+    """The Config for this invocation: JOBYARD_* variables, then `--database-url`, then the
+    command's own options (each only when given, so the environment still applies)."""
+    options = ctx.obj if isinstance(ctx.obj, _Globals) else _Globals(database_url=None)
+    if options.database_url is not None:
+        overrides = {"database_url": options.database_url, **overrides}
+    return Config.from_env(**overrides)
+
+
+# -- plumbing ------------------------------------------------------------------------------
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _redact(url: str) -> str:
+    """`url` without its password, for printing."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        user = parts.username or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:
+        return url.split("@")[-1] if "@" in url else url
+
+
+async def _preflight(url: str) -> None:
+    """Fail fast, with the address in the message, when PostgreSQL cannot be reached.
+
+    The stores open lazily and the PostgreSQL pool keeps retrying for 30 s before it gives up;
+    one direct attempt with a short timeout turns a typo into an immediate clear error.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return
+    store = open_store(url, auto_migrate=False)
+    try:
+        await store.check_reachable(within=5.0)
+    except StoreUnavailable as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def _naming_the_database(url: str) -> Iterator[None]:
+    """Database errors name the database, since the driver's message often does not.
+
+    On SQLite an OSError is the file or its folder being unusable (the store creates both).
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, StoreError):
+            raise CliError(f"database error on {_redact(url)}: {exc}") from exc
+        if isinstance(exc, OSError) and url.startswith("sqlite://"):
+            raise CliError(f"cannot use {url}: {exc}") from exc
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _opened_store(config: Config) -> AsyncIterator[Store]:
+    await _preflight(config.database_url)
+    store = open_store(config.database_url)
+    with _naming_the_database(config.database_url):
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _opened_runtime(config: Config) -> AsyncIterator[Runtime]:
+    await _preflight(config.database_url)
+    runtime = build_runtime(config)
+    with _naming_the_database(config.database_url):
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
+
+
+def _setup_logging() -> None:
+    """Long-running commands (worker, serve) log what the node does to stderr."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,200 @@
+"""`--wait`, `--run` and `--timeout`: waiting until a job (or what its job builds) is done,
+optionally working it in this process with a temporary worker node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Final
+
+import typer
+from rich.console import Console
+
+from jobyard.cli.errors import CliError
+from jobyard.cli.output import _one_line, _progress, _text
+from jobyard.model import Job, JobNotFound, JobStatus, NotFound
+from jobyard.status import cluster_status
+from jobyard.store.ports import Store
+from jobyard.workspaces.entities import EntityStatus, Session, Workspace
+from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
+
+POLL_SECONDS: Final = 0.2
+NO_WORKER_HINT: Final = "no worker is running: start `jobyard worker` or `jobyard serve`"
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """While `--run` works jobs in-process, show the node's warnings (a failed attempt, a
+    retry) above the spinner, one line each and without tracebacks."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(level=logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = _one_line(record.getMessage())
+            self.console.print(f"worker: {_text(message)}", style="dim")
+        except Exception:
+            self.handleError(record)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WaitPlan:
+    """What `--wait`, `--run` and `--timeout` asked for."""
+
+    wait: bool
+    run: bool
+    seconds: float
+
+    @property
+    def waits(self) -> bool:
+        return self.wait or self.run  # working a job in-process is pointless without waiting
+
+
+EntityGetter = Callable[[], Awaitable[Workspace | Session | None]]
+
+
+def _job_state(job: Job) -> str:
+    return f"job {job.id} {job.status.value}, attempt {job.attempt}/{job.max_attempts}"
+
+
+def _settled(
+    label: str, job: Job | None, entity: Workspace | Session | None, has_entity: bool
+) -> tuple[bool, str | None, str]:
+    """(finished, failure reason or None, what to show while waiting) for one poll.
+
+    An entity is done when it is ready. It has failed only once its job is final too: a
+    `failed` workspace whose job still has attempts left may yet be built by the retry.
+    """
+    if has_entity:
+        if entity is None:
+            raise NotFound(f"{label} no longer exists")
+        if entity.status is EntityStatus.READY:
+            return True, None, "ready"
+        if job is None or job.status.is_final:
+            if entity.status is EntityStatus.FAILED:
+                return True, entity.error or "no reason recorded", "failed"
+            if job is None:
+                return True, "its job no longer exists", entity.status.value
+            return True, job.error or f"its job {job.id} is {job.status.value}", job.status.value
+        if entity.status is EntityStatus.FAILED:
+            return False, None, f"failed, will retry ({_job_state(job)}): {entity.error}"
+        return False, None, f"{entity.status.value} ({_job_state(job)})"
+    if job is None:
+        raise JobNotFound(f"{label} no longer exists")
+    if job.status is JobStatus.COMPLETED:
+        return True, None, "completed"
+    if job.status is JobStatus.FAILED:
+        return True, job.error or "no reason recorded", "failed"
+    if job.status is JobStatus.CANCELLED:
+        return True, "it was cancelled", "cancelled"
+    state = f"{job.status.value}, attempt {job.attempt}/{job.max_attempts}"
+    if job.error:
+        state += f", last error: {job.error}"
+    return False, None, state
+
+
+async def _wait(
+    store: Store,
+    console: Console,
+    *,
+    label: str,
+    job_id: int,
+    job_type: str,
+    seconds: float,
+    entity: EntityGetter | None = None,
+    node: asyncio.Task[None] | None = None,
+) -> None:
+    """Poll the store until `label` (its entity if given, else its job) settles.
+
+    Raises CliError with the reason when it failed, or when `seconds` pass first. Without
+    an in-process `node`, says so once when no live node serves the job's type, since the
+    wait could then only end in a timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    hinted = node is not None
+    with _progress(console, f"{label}: waiting") as show:
+        while True:
+            if node is not None and node.done():
+                crash = None if node.cancelled() else node.exception()
+                raise CliError(
+                    f"the in-process worker stopped before {label} was done"
+                    + (f": {crash}" if crash else "")
+                )
+            job = await store.get_job(job_id)
+            current = await entity() if entity is not None else None
+            done, failure, state = _settled(label, job, current, entity is not None)
+            if done:
+                if failure is not None:
+                    raise CliError(f"{label} failed: {failure}")
+                return
+            show(f"{label}: {state}")
+            unserved = False
+            if not hinted or loop.time() >= deadline:
+                unserved = job_type in (await cluster_status(store)).unserved
+            if not hinted:
+                hinted = True
+                if unserved:
+                    console.print(
+                        f"hint: {NO_WORKER_HINT}, or pass --run to work it in this process",
+                        style="yellow",
+                    )
+            if loop.time() >= deadline:
+                message = f"{label} is not done after {seconds:g}s: {state}"
+                if unserved:
+                    message += f"; {NO_WORKER_HINT}, or pass --run"
+                raise CliError(message)
+            await asyncio.sleep(POLL_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def _temporary_node(
+    runtime: Runtime, console: Console, enabled: bool
+) -> AsyncIterator[asyncio.Task[None] | None]:
+    """With `--run`: this process is a worker node while the command waits, then drains.
+
+    It is a full node for that time (it may also run other pending jobs of its types), so
+    `workspaces create demo --run` works on a fresh database with nothing else running.
+    """
+    if not enabled:
+        yield None
+        return
+    logger = logging.getLogger("jobyard")
+    handler = _ConsoleLogHandler(console)
+    logger.addHandler(handler)
+    task = asyncio.create_task(runtime.dispatcher.start(), name="jobyard-cli-node")
+    try:
+        yield task
+    finally:
+        try:
+            await runtime.dispatcher.stop()
+            await asyncio.gather(task, return_exceptions=True)
+        finally:
+            logger.removeHandler(handler)
+
+
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait", "-w", help="Wait until it is done; exit 1 with the reason if it failed."
+    ),
+]
+RunOption = Annotated[
+    bool,
+    typer.Option(
+        "--run",
+        help="Work the job in this process while waiting (a temporary worker node; implies "
+        "--wait). For a quick start with no worker running.",
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=0.0, metavar="SECONDS", help="Give up waiting after this long (exit 1)."
+    ),
+]

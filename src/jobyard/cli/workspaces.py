@@ -1,0 +1,212 @@
+"""The workspace platform's commands: `workspaces create/show`, `sessions create/show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobyard.cli.context import _config, _opened_runtime, _opened_store, _run
+from jobyard.cli.errors import _cli_errors
+from jobyard.cli.output import (
+    JsonOption,
+    _echo_json,
+    _record_table,
+    _stderr,
+    _stdout,
+    _styled,
+    _text,
+    _when,
+)
+from jobyard.cli.waiting import (
+    RunOption,
+    TimeoutOption,
+    WaitOption,
+    _temporary_node,
+    _wait,
+    _WaitPlan,
+)
+from jobyard.config import Config
+from jobyard.model import Job, NotFound
+from jobyard.store.ports import Store
+from jobyard.workspaces.entities import Session, Workspace
+from jobyard.workspaces.paths import session_dir, workspace_dir
+from jobyard.workspaces.store import open_workspace_store
+
+workspaces_app = typer.Typer(help="Create and inspect workspaces.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Create and inspect sessions.", no_args_is_help=True)
+
+
+def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
+    rows = [("id", entity.id)]
+    if isinstance(entity, Workspace):
+        rows += [("name", _text(entity.name)), ("template", _text(entity.template or "-"))]
+    else:
+        rows.append(("workspace", entity.workspace_id))
+    rows += [
+        ("status", _styled(entity.status)),
+        ("job", str(entity.job_id) if entity.job_id is not None else "-"),
+        ("created", _when(entity.created_at)),
+        ("updated", _when(entity.updated_at)),
+        ("error", _text(entity.error or "-")),
+    ]
+    return rows
+
+
+@workspaces_app.command("create")
+@_cli_errors
+def workspaces_create(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(help="1-64 letters, digits, '.', '_' or '-'; also its folder name.")
+    ],
+    template: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="A folder or git repository inside the templates folder "
+            "(JOBYARD_TEMPLATES_DIR, default <data dir>/templates) to build it from.",
+        ),
+    ] = None,
+    wait: WaitOption = False,
+    run: RunOption = False,
+    timeout: TimeoutOption = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a workspace and enqueue its workspace_init job, in one transaction; print its id.
+
+    A worker then builds it under JOBYARD_DATA_DIR (default ./jobyard-data).
+    """
+    config = _config(ctx)
+    workspace, job = _run(_create_workspace(config, name, template, _WaitPlan(wait, run, timeout)))
+    if as_json:
+        _echo_json({"workspace": workspace, "job": job})
+    else:
+        typer.echo(workspace.id)
+
+
+async def _create_workspace(
+    config: Config, name: str, template: str | None, plan: _WaitPlan
+) -> tuple[Workspace, Job]:
+    console = _stderr()
+    async with _opened_runtime(config) as runtime:
+        workspace, job = await runtime.workspaces.create(name, template)
+        if not plan.waits:
+            return workspace, job
+        store = runtime.store
+        label = f"workspace {workspace.id}"
+        async with _temporary_node(runtime, console, plan.run) as node:
+            await _wait(
+                store,
+                console,
+                label=label,
+                job_id=job.id,
+                job_type=job.type,
+                seconds=plan.seconds,
+                entity=lambda: runtime.workspace_store.get_workspace(workspace.id),
+                node=node,
+            )
+        console.print(
+            f"{label} ready in {_text(str(workspace_dir(config.data_dir, workspace.id)))}"
+        )
+        latest = await runtime.workspace_store.get_workspace(workspace.id)
+        return latest or workspace, await _latest_job(store, job)
+
+
+@sessions_app.command("create")
+@_cli_errors
+def sessions_create(
+    ctx: typer.Context,
+    workspace_id: Annotated[str, typer.Argument(help="The workspace the session belongs to.")],
+    wait: WaitOption = False,
+    run: RunOption = False,
+    timeout: TimeoutOption = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a session of a workspace and enqueue its session_init job; print its id.
+
+    The session is initialized once its workspace is ready. A missing workspace is refused
+    and nothing is stored.
+    """
+    config = _config(ctx)
+    session, job = _run(_create_session(config, workspace_id, _WaitPlan(wait, run, timeout)))
+    if as_json:
+        _echo_json({"session": session, "job": job})
+    else:
+        typer.echo(session.id)
+
+
+async def _create_session(
+    config: Config, workspace_id: str, plan: _WaitPlan
+) -> tuple[Session, Job]:
+    console = _stderr()
+    async with _opened_runtime(config) as runtime:
+        session, job = await runtime.sessions.create(workspace_id)
+        if not plan.waits:
+            return session, job
+        store = runtime.store
+        label = f"session {session.id}"
+        async with _temporary_node(runtime, console, plan.run) as node:
+            await _wait(
+                store,
+                console,
+                label=label,
+                job_id=job.id,
+                job_type=job.type,
+                seconds=plan.seconds,
+                entity=lambda: runtime.workspace_store.get_session(session.id),
+                node=node,
+            )
+        folder = session_dir(config.data_dir, session.workspace_id, session.id)
+        console.print(f"{label} ready in {_text(str(folder))}")
+        latest = await runtime.workspace_store.get_session(session.id)
+        return latest or session, await _latest_job(store, job)
+
+
+async def _latest_job(store: Store, job: Job) -> Job:
+    """The job as it is now, for the JSON printed after a wait."""
+    latest = await store.get_job(job.id)
+    return latest if latest is not None else job
+
+
+async def _get_entity(config: Config, kind: str, entity_id: str) -> Workspace | Session:
+    async with _opened_store(config) as store:
+        entities = open_workspace_store(store)
+        found: Workspace | Session | None = (
+            await entities.get_workspace(entity_id)
+            if kind == "workspace"
+            else await entities.get_session(entity_id)
+        )
+    if found is None:
+        raise NotFound(f"{kind} {entity_id!r} does not exist")
+    return found
+
+
+@workspaces_app.command("show")
+@_cli_errors
+def workspaces_show(
+    ctx: typer.Context,
+    workspace_id: Annotated[str, typer.Argument(help="The workspace's id (ws_...).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one workspace: its status, its init job and, if it failed, why."""
+    found = _run(_get_entity(_config(ctx), "workspace", workspace_id))
+    if as_json:
+        _echo_json(found)
+    else:
+        _stdout().print(_record_table(f"workspace {found.id}", _entity_rows(found)))
+
+
+@sessions_app.command("show")
+@_cli_errors
+def sessions_show(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(help="The session's id (se_...).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one session: its workspace, status, init job and, if it failed, why."""
+    found = _run(_get_entity(_config(ctx), "session", session_id))
+    if as_json:
+        _echo_json(found)
+    else:
+        _stdout().print(_record_table(f"session {found.id}", _entity_rows(found)))
