@@ -19,7 +19,7 @@ from __future__ import annotations
 import typer
 
 from jobyard.cli import jobs, nodes, status, workspaces
-from jobyard.cli.context import _root
+from jobyard.cli.context import root
 
 __all__ = ["app", "main"]
 
@@ -32,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.callback()(_root)
+app.callback()(root)
 app.command()(nodes.serve)
 app.command()(nodes.worker)
 app.command()(nodes.migrate)

@@ -5,13 +5,12 @@ reached), with database errors naming the database.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -25,8 +24,6 @@ from jobyard.store.ports import Store
 from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 from jobyard.workspaces.runtime import build_workspace_runtime as build_runtime
 
-T = TypeVar("T")
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Globals:
@@ -39,7 +36,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _root(
+def root(
     ctx: typer.Context,
     database_url: Annotated[
         str | None,
@@ -68,7 +65,7 @@ def _root(
     ctx.obj = _Globals(database_url=None if from_env else database_url)
 
 
-def _config(ctx: typer.Context, **overrides: Any) -> Config:
+def load_config(ctx: typer.Context, **overrides: Any) -> Config:
     """The Config for this invocation: JOBYARD_* variables, then `--database-url`, then the
     command's own options (each only when given, so the environment still applies)."""
     options = ctx.obj if isinstance(ctx.obj, _Globals) else _Globals(database_url=None)
@@ -77,12 +74,7 @@ def _config(ctx: typer.Context, **overrides: Any) -> Config:
     return Config.from_env(**overrides)
 
 
-# -- plumbing ------------------------------------------------------------------------------
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """`url` without its password, for printing."""
     try:
         parts = urlsplit(url)
@@ -98,7 +90,7 @@ def _redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-async def _preflight(url: str) -> None:
+async def preflight(url: str) -> None:
     """Fail fast, with the address in the message, when PostgreSQL cannot be reached.
 
     The stores open lazily and the PostgreSQL pool keeps retrying for 30 s before it gives up;
@@ -116,7 +108,7 @@ async def _preflight(url: str) -> None:
 
 
 @contextlib.contextmanager
-def _naming_the_database(url: str) -> Iterator[None]:
+def naming_the_database(url: str) -> Iterator[None]:
     """Database errors name the database, since the driver's message often does not.
 
     On SQLite an OSError is the file or its folder being unusable (the store creates both).
@@ -125,17 +117,17 @@ def _naming_the_database(url: str) -> Iterator[None]:
         yield
     except Exception as exc:
         if isinstance(exc, StoreError):
-            raise CliError(f"database error on {_redact(url)}: {exc}") from exc
+            raise CliError(f"database error on {redact(url)}: {exc}") from exc
         if isinstance(exc, OSError) and url.startswith("sqlite://"):
             raise CliError(f"cannot use {url}: {exc}") from exc
         raise
 
 
 @contextlib.asynccontextmanager
-async def _opened_store(config: Config) -> AsyncIterator[Store]:
-    await _preflight(config.database_url)
+async def opened_store(config: Config) -> AsyncIterator[Store]:
+    await preflight(config.database_url)
     store = open_store(config.database_url)
-    with _naming_the_database(config.database_url):
+    with naming_the_database(config.database_url):
         try:
             yield store
         finally:
@@ -143,17 +135,17 @@ async def _opened_store(config: Config) -> AsyncIterator[Store]:
 
 
 @contextlib.asynccontextmanager
-async def _opened_runtime(config: Config) -> AsyncIterator[Runtime]:
-    await _preflight(config.database_url)
+async def opened_runtime(config: Config) -> AsyncIterator[Runtime]:
+    await preflight(config.database_url)
     runtime = build_runtime(config)
-    with _naming_the_database(config.database_url):
+    with naming_the_database(config.database_url):
         try:
             yield runtime
         finally:
             await runtime.close()
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     """Long-running commands (worker, serve) log what the node does to stderr."""
     logging.basicConfig(
         level=logging.INFO,

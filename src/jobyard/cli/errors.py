@@ -14,7 +14,7 @@ from typing import Final, ParamSpec, TypeVar
 
 import typer
 
-from jobyard.cli.output import _one_line, _printable
+from jobyard.cli.output import one_line, printable
 from jobyard.model import ConfigError, JobyardError, PayloadError, UnknownJobType
 
 P = ParamSpec("P")
@@ -51,7 +51,7 @@ def _describe(exc: Exception) -> tuple[str, int]:
     )
 
 
-def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn any error escaping a command into one `error:` line on stderr and an exit code.
 
     Typer's own exits and usage errors pass through untouched. With `JOBYARD_DEBUG` set the
@@ -71,7 +71,7 @@ def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("JOBYARD_DEBUG"):
                 raise
             message, code = _describe(exc)
-            typer.echo(f"error: {_printable(_one_line(message))}", err=True)
+            typer.echo(f"error: {printable(one_line(message))}", err=True)
             raise typer.Exit(code) from None
 
     return wrapper

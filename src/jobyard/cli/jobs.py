@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -11,26 +12,26 @@ import typer
 from rich.table import Table
 
 from jobyard.admin import JobAction, JobAdmin
-from jobyard.cli.context import _config, _opened_runtime, _opened_store, _run
-from jobyard.cli.errors import EXIT_USAGE, CliError, _cli_errors
+from jobyard.cli.context import load_config, opened_runtime, opened_store
+from jobyard.cli.errors import EXIT_USAGE, CliError, cli_errors
 from jobyard.cli.output import (
     JsonOption,
-    _echo_json,
-    _record_table,
-    _short,
-    _stderr,
-    _stdout,
-    _styled,
-    _text,
-    _when,
+    echo_json,
+    escaped,
+    record_table,
+    short,
+    stderr_console,
+    stdout_console,
+    styled,
+    when,
 )
 from jobyard.cli.waiting import (
     RunOption,
     TimeoutOption,
     WaitOption,
-    _temporary_node,
-    _wait,
-    _WaitPlan,
+    WaitPlan,
+    temporary_node,
+    wait_for,
 )
 from jobyard.config import Config
 from jobyard.model import Job, JobNotFound, JobStatus, UnknownJobType
@@ -56,12 +57,12 @@ def _jobs_table(jobs: list[Job]) -> Table:
     for job in jobs:
         table.add_row(
             str(job.id),
-            _text(job.type),
-            _styled(job.status),
+            escaped(job.type),
+            styled(job.status),
             f"{job.attempt}/{job.max_attempts}",
             str(job.priority),
-            _when(job.run_at),
-            _short(job.error),
+            when(job.run_at),
+            short(job.error),
         )
     return table
 
@@ -69,17 +70,17 @@ def _jobs_table(jobs: list[Job]) -> Table:
 def _job_rows(job: Job) -> list[tuple[str, str]]:
     return [
         ("id", str(job.id)),
-        ("type", _text(job.type)),
-        ("status", _styled(job.status)),
+        ("type", escaped(job.type)),
+        ("status", styled(job.status)),
         ("attempt", f"{job.attempt} of {job.max_attempts}"),
         ("priority", str(job.priority)),
-        ("payload", _text(json.dumps(job.payload, ensure_ascii=False))),
-        ("run at", _when(job.run_at)),
-        ("created", _when(job.created_at)),
-        ("started", _when(job.started_at)),
-        ("finished", _when(job.finished_at)),
-        ("owner", _text(job.owner or "-")),
-        ("error", _text(job.error or "-")),
+        ("payload", escaped(json.dumps(job.payload, ensure_ascii=False))),
+        ("run at", when(job.run_at)),
+        ("created", when(job.created_at)),
+        ("started", when(job.started_at)),
+        ("finished", when(job.finished_at)),
+        ("owner", escaped(job.owner or "-")),
+        ("error", escaped(job.error or "-")),
     ]
 
 
@@ -92,7 +93,7 @@ def _parse_payload(text: str | None) -> Any:
         raise CliError(f"--payload is not valid JSON: {exc}", EXIT_USAGE) from None
 
 
-@_cli_errors
+@cli_errors
 def enqueue(
     ctx: typer.Context,
     job_type: Annotated[
@@ -129,9 +130,9 @@ def enqueue(
     The type and payload are checked before anything is written: an unknown type or a
     payload its model refuses exits 2 and stores nothing.
     """
-    config = _config(ctx)
+    config = load_config(ctx)
     body = _parse_payload(payload)
-    job = _run(
+    job = asyncio.run(
         _enqueue(
             config,
             job_type,
@@ -139,11 +140,11 @@ def enqueue(
             priority=priority,
             max_attempts=max_attempts,
             run_in=run_in,
-            plan=_WaitPlan(wait, run, timeout),
+            plan=WaitPlan(wait, run, timeout),
         )
     )
     if as_json:
-        _echo_json(job)
+        echo_json(job)
     else:
         typer.echo(str(job.id))
 
@@ -156,10 +157,10 @@ async def _enqueue(
     priority: int,
     max_attempts: int | None,
     run_in: float | None,
-    plan: _WaitPlan,
+    plan: WaitPlan,
 ) -> Job:
-    console = _stderr()
-    async with _opened_runtime(config) as runtime:
+    console = stderr_console()
+    async with opened_runtime(config) as runtime:
         known = runtime.dispatcher.job_types
         if job_type not in known:
             raise UnknownJobType(f"unknown job type {job_type!r}; known types: {', '.join(known)}")
@@ -172,8 +173,8 @@ async def _enqueue(
         )
         if not plan.waits:
             return job
-        async with _temporary_node(runtime, console, plan.run) as node:
-            await _wait(
+        async with temporary_node(runtime, console, plan.run) as node:
+            await wait_for(
                 runtime.store,
                 console,
                 label=f"job {job.id}",
@@ -187,7 +188,7 @@ async def _enqueue(
 
 
 @jobs_app.command("list")
-@_cli_errors
+@cli_errors
 def jobs_list(
     ctx: typer.Context,
     status: Annotated[
@@ -212,15 +213,15 @@ def jobs_list(
     as_json: JsonOption = False,
 ) -> None:
     """List jobs, newest first, a page at a time."""
-    config = _config(ctx)
+    config = load_config(ctx)
     flt = JobFilter(status=status, type=job_type, limit=limit + 1, before_id=after)
-    jobs = _run(_list_jobs(config, flt))
+    jobs = asyncio.run(_list_jobs(config, flt))
     page, more = jobs[:limit], len(jobs) > limit
     cursor = str(page[-1].id) if more else None
     if as_json:
-        _echo_json({"jobs": page, "next": cursor})
+        echo_json({"jobs": page, "next": cursor})
         return
-    out = _stdout()
+    out = stdout_console()
     if not page:
         out.print("no jobs")
         return
@@ -230,12 +231,12 @@ def jobs_list(
 
 
 async def _list_jobs(config: Config, flt: JobFilter) -> list[Job]:
-    async with _opened_store(config) as store:
+    async with opened_store(config) as store:
         return await store.list_jobs(flt)
 
 
 async def _get_job(config: Config, job_id: int) -> Job:
-    async with _opened_store(config) as store:
+    async with opened_store(config) as store:
         job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")
@@ -243,42 +244,42 @@ async def _get_job(config: Config, job_id: int) -> Job:
 
 
 @jobs_app.command("show")
-@_cli_errors
+@cli_errors
 def jobs_show(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Show one job: its payload, attempts, times and last error."""
-    job = _run(_get_job(_config(ctx), job_id))
+    job = asyncio.run(_get_job(load_config(ctx), job_id))
     if as_json:
-        _echo_json(job)
+        echo_json(job)
     else:
-        _stdout().print(_record_table(f"job {job.id}", _job_rows(job)))
+        stdout_console().print(record_table(f"job {job.id}", _job_rows(job)))
 
 
 @jobs_app.command("retry")
-@_cli_errors
+@cli_errors
 def jobs_retry(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Put a failed or cancelled job back to pending, with a fresh set of attempts.
 
     Exits 1 when this call did not change the job: it was already pending, or running or
     completed.
     """
-    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.retry_job)), as_json)
+    _acted(asyncio.run(_job_action(load_config(ctx), job_id, JobAdmin.retry_job)), as_json)
 
 
 @jobs_app.command("cancel")
-@_cli_errors
+@cli_errors
 def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption = False) -> None:
     """Cancel a pending job. A job already running is not interrupted.
 
     Exits 1 when this call did not change the job: it was already cancelled, or no longer
     pending.
     """
-    _acted(_run(_job_action(_config(ctx), job_id, JobAdmin.cancel_job)), as_json)
+    _acted(asyncio.run(_job_action(load_config(ctx), job_id, JobAdmin.cancel_job)), as_json)
 
 
 async def _job_action(
     config: Config, job_id: int, act: Callable[[JobAdmin, int], Awaitable[JobAction]]
 ) -> JobAction:
-    async with _opened_store(config) as store:
+    async with opened_store(config) as store:
         return await act(JobAdmin(store), job_id)
 
 
@@ -287,6 +288,6 @@ def _acted(action: JobAction, as_json: bool) -> None:
     if not action.changed:
         raise CliError(action.message)
     if as_json:
-        _echo_json(action.job)
+        echo_json(action.job)
     else:
         typer.echo(action.message)

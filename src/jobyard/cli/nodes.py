@@ -3,19 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
 
 from jobyard.cli.context import (
-    _config,
-    _naming_the_database,
-    _preflight,
-    _redact,
-    _run,
-    _setup_logging,
+    load_config,
+    naming_the_database,
+    preflight,
+    redact,
+    setup_logging,
 )
-from jobyard.cli.errors import _cli_errors
+from jobyard.cli.errors import cli_errors
 from jobyard.config import Config
 from jobyard.node import run_node
 from jobyard.store import open_store
@@ -28,7 +28,7 @@ def _dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-@_cli_errors
+@cli_errors
 def serve(
     ctx: typer.Context,
     host: Annotated[
@@ -59,7 +59,7 @@ def serve(
     from jobyard.api import server as api_server
     from jobyard.api.settings import ServerSettings
 
-    config = _config(ctx)
+    config = load_config(ctx)
     given: dict[str, object] = {}
     if host is not None:
         given["host"] = host
@@ -70,8 +70,8 @@ def serve(
     # Then the port, before the database is touched or a node joins: bound now, it stays ours.
     listeners = api_server.bind(settings.host, settings.port)
     try:
-        _run(_preflight(config.database_url))
-        _setup_logging()
+        asyncio.run(preflight(config.database_url))
+        setup_logging()
         bound = listeners[0].getsockname()[1]
         # Flushed at once: under a process manager stdout is a pipe, and the URL must show now.
         print(f"jobyard dashboard: {_dashboard_url(settings.host, bound)}", flush=True)
@@ -81,7 +81,7 @@ def serve(
             sock.close()
 
 
-@_cli_errors
+@cli_errors
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[
@@ -97,18 +97,18 @@ def worker(
     the rest back to pending, resigns leadership and exits 0. Start as many as you like on
     PostgreSQL; on SQLite they must share one host.
     """
-    config = _config(ctx, **({"concurrency": concurrency} if concurrency is not None else {}))
-    _setup_logging()
-    _run(_work(config))
+    config = load_config(ctx, **({"concurrency": concurrency} if concurrency is not None else {}))
+    setup_logging()
+    asyncio.run(_work(config))
 
 
 async def _work(config: Config) -> None:
-    await _preflight(config.database_url)
+    await preflight(config.database_url)
     runtime = build_runtime(config)
     try:
         dispatcher = runtime.dispatcher
         typer.echo(
-            f"jobyard worker {dispatcher.node_id} on {_redact(config.database_url)}: "
+            f"jobyard worker {dispatcher.node_id} on {redact(config.database_url)}: "
             f"{', '.join(dispatcher.job_types)}, concurrency {config.concurrency} "
             "(SIGTERM or Ctrl-C drains and stops)",
             err=True,
@@ -118,25 +118,25 @@ async def _work(config: Config) -> None:
         await runtime.close()
 
 
-@_cli_errors
+@cli_errors
 def migrate(ctx: typer.Context) -> None:
     """Create the schema, or upgrade it to this version's; safe to run again or concurrently.
 
     Nodes and commands also migrate on first use; run this to do it at a time you choose.
     """
-    config = _config(ctx)
-    version, platform = _run(_migrate(config))
+    config = load_config(ctx)
+    version, platform = asyncio.run(_migrate(config))
     typer.echo(
-        f"{_redact(config.database_url)}: schema version {version}, "
+        f"{redact(config.database_url)}: schema version {version}, "
         f"workspaces schema version {platform}"
     )
 
 
 async def _migrate(config: Config) -> tuple[int, int]:
     """The engine's tables, then the workspace platform's (each its own migration line)."""
-    await _preflight(config.database_url)
+    await preflight(config.database_url)
     store = open_store(config.database_url, auto_migrate=False)
-    with _naming_the_database(config.database_url):
+    with naming_the_database(config.database_url):
         try:
             return await store.migrate(), await open_workspace_store(store).migrate()
         finally:

@@ -1,7 +1,7 @@
 """How the CLI prints: the consoles, stored text made safe for a terminal, JSON, tables,
 times, status colours and progress while waiting.
 
-Every value that comes from the database passes through `_printable` (or `_text`, for rich
+Every value that comes from the database passes through `printable` (or `escaped`, for rich
 markup) before it reaches a terminal, so a stored name or error can neither break a table nor
 send the terminal a command.
 """
@@ -31,28 +31,28 @@ from rich.table import Table
 _UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """`text` with every control character shown as its escape (`\\x1b`, `\\n`), so a stored
     name or error can neither break a table nor send the terminal a command."""
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _text(text: str) -> str:
+def escaped(text: str) -> str:
     """Stored text for rich output: control characters escaped, then rich's markup."""
-    return escape(_printable(text))
+    return escape(printable(text))
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Collapse a message (psycopg's span several lines) so every error is one line."""
     return " ".join(text.split()) or "unknown error"
 
 
-def _stderr() -> Console:
+def stderr_console() -> Console:
     """Progress and hints go to stderr so stdout stays machine-readable."""
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _stdout() -> Console:
+def stdout_console() -> Console:
     """Tables on stdout; when piped, wide enough that rich does not squeeze the columns."""
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(highlight=False, width=160 if wide else None)
@@ -75,11 +75,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _echo_json(data: Any) -> None:
+def echo_json(data: Any) -> None:
     typer.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False))
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -96,19 +96,19 @@ _STATUS_STYLE: Final = {
 }
 
 
-def _styled(status: Enum) -> str:
+def styled(status: Enum) -> str:
     value = str(status.value)
     return f"[{_STATUS_STYLE.get(value, 'white')}]{value}[/]"
 
 
-def _short(text: str | None, width: int = 60) -> str:
+def short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
-    text = _one_line(text)
-    return _text(text if len(text) <= width else text[: width - 1] + "…")
+    text = one_line(text)
+    return escaped(text if len(text) <= width else text[: width - 1] + "…")
 
 
-def _record_table(title: str, rows: list[tuple[str, str]]) -> Table:
+def record_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -118,7 +118,7 @@ def _record_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 
 @contextlib.contextmanager
-def _progress(console: Console, first: str) -> Iterator[Callable[[str], None]]:
+def progress(console: Console, first: str) -> Iterator[Callable[[str], None]]:
     """A spinner on a terminal; elsewhere (CI logs, pipes) one line per change of state."""
     if console.is_terminal:
         with Progress(
@@ -127,15 +127,15 @@ def _progress(console: Console, first: str) -> Iterator[Callable[[str], None]]:
             TimeElapsedColumn(),
             console=console,
             transient=True,
-        ) as progress:
-            task = progress.add_task(_text(first), total=None)
-            yield lambda text: progress.update(task, description=_text(text))
+        ) as bar:
+            task = bar.add_task(escaped(first), total=None)
+            yield lambda text: bar.update(task, description=escaped(text))
         return
     last: list[str] = []
 
     def show(text: str) -> None:
         if not last or last[-1] != text:
-            console.print(_text(text), style="dim")
+            console.print(escaped(text), style="dim")
             last.append(text)
 
     show(first)

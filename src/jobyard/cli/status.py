@@ -3,14 +3,15 @@ serves it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from jobyard.cli.context import _config, _opened_store, _run
-from jobyard.cli.errors import _cli_errors
-from jobyard.cli.output import JsonOption, _echo_json, _stdout, _text, _when
+from jobyard.cli.context import load_config, opened_store
+from jobyard.cli.errors import cli_errors
+from jobyard.cli.output import JsonOption, echo_json, escaped, stdout_console, when
 from jobyard.cli.waiting import NO_WORKER_HINT
 from jobyard.config import Config
 from jobyard.dispatcher.limits import Limits
@@ -58,24 +59,24 @@ def _status_json(st: ClusterStatus) -> dict[str, Any]:
     }
 
 
-@_cli_errors
+@cli_errors
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the leader, the live nodes and, per job type, counts, limit and who serves it.
 
     A type with pending jobs that no live node serves is flagged: those jobs wait until a node
     that has its executor starts.
     """
-    st = _run(_status(_config(ctx)))
+    st = asyncio.run(_status(load_config(ctx)))
     if as_json:
-        _echo_json(_status_json(st))
+        echo_json(_status_json(st))
         return
-    out = _stdout()
+    out = stdout_console()
     if st.leader is None:
         out.print("leader: [yellow]none[/] (no node holds the lease)")
     else:
         out.print(
-            f"leader: [bold]{_text(st.leader.leader_id)}[/], term since "
-            f"{_when(st.leader.elected_at)}, lease until {_when(st.leader.expires_at)}"
+            f"leader: [bold]{escaped(st.leader.leader_id)}[/], term since "
+            f"{when(st.leader.elected_at)}, lease until {when(st.leader.expires_at)}"
         )
     if st.nodes:
         nodes = Table(title=f"live nodes ({len(st.nodes)})", title_justify="left")
@@ -83,12 +84,12 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             nodes.add_column(column)
         for n in st.nodes:
             nodes.add_row(
-                _text(n.node_id),
-                _text(n.hostname),
+                escaped(n.node_id),
+                escaped(n.hostname),
                 str(n.pid),
-                _text(", ".join(n.job_types)),
+                escaped(", ".join(n.job_types)),
                 str(n.concurrency),
-                _when(n.heartbeat_at),
+                when(n.heartbeat_at),
             )
         out.print(nodes)
     else:
@@ -102,7 +103,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for t in st.types:
         served = "yes" if t.served else ("[red]no[/]" if t.pending else "no")
         types.add_row(
-            _text(t.type),
+            escaped(t.type),
             *(str(t.counts.get(s, 0)) for s in JobStatus),
             str(t.limit) if t.limit is not None else "-",
             served,
@@ -110,11 +111,11 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     out.print(types)
     if st.unserved:
         out.print(
-            f"[yellow]pending jobs of {_text(', '.join(st.unserved))} wait: no live node "
+            f"[yellow]pending jobs of {escaped(', '.join(st.unserved))} wait: no live node "
             "serves them[/]"
         )
 
 
 async def _status(config: Config) -> ClusterStatus:
-    async with _opened_store(config) as store:
+    async with opened_store(config) as store:
         return await cluster_status(store, Limits(WORKSPACE_LIMITS))

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from jobyard.cli.errors import CliError
-from jobyard.cli.output import _one_line, _progress, _text
+from jobyard.cli.output import escaped, one_line, progress
 from jobyard.model import Job, JobNotFound, JobStatus, NotFound
 from jobyard.status import cluster_status
 from jobyard.store.ports import Store
@@ -36,14 +36,14 @@ class _ConsoleLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = _one_line(record.getMessage())
-            self.console.print(f"worker: {_text(message)}", style="dim")
+            message = one_line(record.getMessage())
+            self.console.print(f"worker: {escaped(message)}", style="dim")
         except Exception:
             self.handleError(record)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _WaitPlan:
+class WaitPlan:
     """What `--wait`, `--run` and `--timeout` asked for."""
 
     wait: bool
@@ -98,7 +98,7 @@ def _settled(
     return False, None, state
 
 
-async def _wait(
+async def wait_for(
     store: Store,
     console: Console,
     *,
@@ -118,7 +118,7 @@ async def _wait(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     hinted = node is not None
-    with _progress(console, f"{label}: waiting") as show:
+    with progress(console, f"{label}: waiting") as show:
         while True:
             if node is not None and node.done():
                 crash = None if node.cancelled() else node.exception()
@@ -153,7 +153,7 @@ async def _wait(
 
 
 @contextlib.asynccontextmanager
-async def _temporary_node(
+async def temporary_node(
     runtime: Runtime, console: Console, enabled: bool
 ) -> AsyncIterator[asyncio.Task[None] | None]:
     """With `--run`: this process is a worker node while the command waits, then drains.

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
 
-from jobyard.cli.context import _config, _opened_runtime, _opened_store, _run
-from jobyard.cli.errors import _cli_errors
+from jobyard.cli.context import load_config, opened_runtime, opened_store
+from jobyard.cli.errors import cli_errors
 from jobyard.cli.output import (
     JsonOption,
-    _echo_json,
-    _record_table,
-    _stderr,
-    _stdout,
-    _styled,
-    _text,
-    _when,
+    echo_json,
+    escaped,
+    record_table,
+    stderr_console,
+    stdout_console,
+    styled,
+    when,
 )
 from jobyard.cli.waiting import (
     RunOption,
     TimeoutOption,
     WaitOption,
-    _temporary_node,
-    _wait,
-    _WaitPlan,
+    WaitPlan,
+    temporary_node,
+    wait_for,
 )
 from jobyard.config import Config
 from jobyard.model import Job, NotFound
@@ -40,21 +41,21 @@ sessions_app = typer.Typer(help="Create and inspect sessions.", no_args_is_help=
 def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
     rows = [("id", entity.id)]
     if isinstance(entity, Workspace):
-        rows += [("name", _text(entity.name)), ("template", _text(entity.template or "-"))]
+        rows += [("name", escaped(entity.name)), ("template", escaped(entity.template or "-"))]
     else:
         rows.append(("workspace", entity.workspace_id))
     rows += [
-        ("status", _styled(entity.status)),
+        ("status", styled(entity.status)),
         ("job", str(entity.job_id) if entity.job_id is not None else "-"),
-        ("created", _when(entity.created_at)),
-        ("updated", _when(entity.updated_at)),
-        ("error", _text(entity.error or "-")),
+        ("created", when(entity.created_at)),
+        ("updated", when(entity.updated_at)),
+        ("error", escaped(entity.error or "-")),
     ]
     return rows
 
 
 @workspaces_app.command("create")
-@_cli_errors
+@cli_errors
 def workspaces_create(
     ctx: typer.Context,
     name: Annotated[
@@ -77,26 +78,28 @@ def workspaces_create(
 
     A worker then builds it under JOBYARD_DATA_DIR (default ./jobyard-data).
     """
-    config = _config(ctx)
-    workspace, job = _run(_create_workspace(config, name, template, _WaitPlan(wait, run, timeout)))
+    config = load_config(ctx)
+    workspace, job = asyncio.run(
+        _create_workspace(config, name, template, WaitPlan(wait, run, timeout))
+    )
     if as_json:
-        _echo_json({"workspace": workspace, "job": job})
+        echo_json({"workspace": workspace, "job": job})
     else:
         typer.echo(workspace.id)
 
 
 async def _create_workspace(
-    config: Config, name: str, template: str | None, plan: _WaitPlan
+    config: Config, name: str, template: str | None, plan: WaitPlan
 ) -> tuple[Workspace, Job]:
-    console = _stderr()
-    async with _opened_runtime(config) as runtime:
+    console = stderr_console()
+    async with opened_runtime(config) as runtime:
         workspace, job = await runtime.workspaces.create(name, template)
         if not plan.waits:
             return workspace, job
         store = runtime.store
         label = f"workspace {workspace.id}"
-        async with _temporary_node(runtime, console, plan.run) as node:
-            await _wait(
+        async with temporary_node(runtime, console, plan.run) as node:
+            await wait_for(
                 store,
                 console,
                 label=label,
@@ -107,14 +110,14 @@ async def _create_workspace(
                 node=node,
             )
         console.print(
-            f"{label} ready in {_text(str(workspace_dir(config.data_dir, workspace.id)))}"
+            f"{label} ready in {escaped(str(workspace_dir(config.data_dir, workspace.id)))}"
         )
         latest = await runtime.workspace_store.get_workspace(workspace.id)
         return latest or workspace, await _latest_job(store, job)
 
 
 @sessions_app.command("create")
-@_cli_errors
+@cli_errors
 def sessions_create(
     ctx: typer.Context,
     workspace_id: Annotated[str, typer.Argument(help="The workspace the session belongs to.")],
@@ -128,26 +131,24 @@ def sessions_create(
     The session is initialized once its workspace is ready. A missing workspace is refused
     and nothing is stored.
     """
-    config = _config(ctx)
-    session, job = _run(_create_session(config, workspace_id, _WaitPlan(wait, run, timeout)))
+    config = load_config(ctx)
+    session, job = asyncio.run(_create_session(config, workspace_id, WaitPlan(wait, run, timeout)))
     if as_json:
-        _echo_json({"session": session, "job": job})
+        echo_json({"session": session, "job": job})
     else:
         typer.echo(session.id)
 
 
-async def _create_session(
-    config: Config, workspace_id: str, plan: _WaitPlan
-) -> tuple[Session, Job]:
-    console = _stderr()
-    async with _opened_runtime(config) as runtime:
+async def _create_session(config: Config, workspace_id: str, plan: WaitPlan) -> tuple[Session, Job]:
+    console = stderr_console()
+    async with opened_runtime(config) as runtime:
         session, job = await runtime.sessions.create(workspace_id)
         if not plan.waits:
             return session, job
         store = runtime.store
         label = f"session {session.id}"
-        async with _temporary_node(runtime, console, plan.run) as node:
-            await _wait(
+        async with temporary_node(runtime, console, plan.run) as node:
+            await wait_for(
                 store,
                 console,
                 label=label,
@@ -158,7 +159,7 @@ async def _create_session(
                 node=node,
             )
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
-        console.print(f"{label} ready in {_text(str(folder))}")
+        console.print(f"{label} ready in {escaped(str(folder))}")
         latest = await runtime.workspace_store.get_session(session.id)
         return latest or session, await _latest_job(store, job)
 
@@ -170,7 +171,7 @@ async def _latest_job(store: Store, job: Job) -> Job:
 
 
 async def _get_entity(config: Config, kind: str, entity_id: str) -> Workspace | Session:
-    async with _opened_store(config) as store:
+    async with opened_store(config) as store:
         entities = open_workspace_store(store)
         found: Workspace | Session | None = (
             await entities.get_workspace(entity_id)
@@ -183,30 +184,30 @@ async def _get_entity(config: Config, kind: str, entity_id: str) -> Workspace | 
 
 
 @workspaces_app.command("show")
-@_cli_errors
+@cli_errors
 def workspaces_show(
     ctx: typer.Context,
     workspace_id: Annotated[str, typer.Argument(help="The workspace's id (ws_...).")],
     as_json: JsonOption = False,
 ) -> None:
     """Show one workspace: its status, its init job and, if it failed, why."""
-    found = _run(_get_entity(_config(ctx), "workspace", workspace_id))
+    found = asyncio.run(_get_entity(load_config(ctx), "workspace", workspace_id))
     if as_json:
-        _echo_json(found)
+        echo_json(found)
     else:
-        _stdout().print(_record_table(f"workspace {found.id}", _entity_rows(found)))
+        stdout_console().print(record_table(f"workspace {found.id}", _entity_rows(found)))
 
 
 @sessions_app.command("show")
-@_cli_errors
+@cli_errors
 def sessions_show(
     ctx: typer.Context,
     session_id: Annotated[str, typer.Argument(help="The session's id (se_...).")],
     as_json: JsonOption = False,
 ) -> None:
     """Show one session: its workspace, status, init job and, if it failed, why."""
-    found = _run(_get_entity(_config(ctx), "session", session_id))
+    found = asyncio.run(_get_entity(load_config(ctx), "session", session_id))
     if as_json:
-        _echo_json(found)
+        echo_json(found)
     else:
-        _stdout().print(_record_table(f"session {found.id}", _entity_rows(found)))
+        stdout_console().print(record_table(f"session {found.id}", _entity_rows(found)))
