@@ -71,6 +71,22 @@ def test_the_rules_see_what_they_are_meant_to_see() -> None:
     assert any(m.startswith("jobyard.workspaces") for m in seen["workspaces/__init__.py"])
 
 
+@pytest.mark.parametrize("first", ["jobyard.workspaces.cli", "jobyard.cli"])
+def test_the_cli_and_the_platforms_commands_import_in_either_order(first: str) -> None:
+    """The platform's command groups are built from `jobyard.cli`'s modules, and the `jobyard`
+    app adds them: neither import may be circular, whichever comes first."""
+    code = (
+        f"import json, {first}\n"
+        "from jobyard.cli import app\n"
+        "print(json.dumps(sorted(group.name for group in app.registered_groups)))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == ["jobs", "sessions", "workspaces"]
+
+
 ENGINE_ONLY = textwrap.dedent(
     """
     import asyncio, json, sqlite3, sys

@@ -12,37 +12,34 @@ Output conventions, so the commands compose in shell scripts:
   get one). Exit code 2 means the input was refused (a bad setting, option, payload or job
   type) and nothing was written; 1 means the operation itself failed (a database that cannot
   be reached, a missing job, a job or workspace that failed, a timeout); 130 an interrupt.
+
+The app itself is assembled in `jobyard.cli.commands` and loaded when `app` or `main` is first
+used, not when this package is imported: the platform's command groups
+(`jobyard.workspaces.cli`) are built from this package's modules, so importing them here would
+make `import jobyard.workspaces.cli` a circular import whenever it came first.
 """
 
 from __future__ import annotations
 
-import typer
+from typing import TYPE_CHECKING
 
-from jobyard.cli import jobs, nodes, status, workspaces
-from jobyard.cli.context import root
+if TYPE_CHECKING:
+    import typer
 
 __all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="jobyard",
-    help="Durable background jobs on SQLite or PostgreSQL: run nodes, enqueue work, inspect it.",
-    epilog="Exit codes: 0 done; 1 the operation failed (database unreachable, job or workspace "
-    "failed, not found, timeout); 2 the input was refused and nothing was written.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.callback()(root)
-app.command()(nodes.serve)
-app.command()(nodes.worker)
-app.command()(nodes.migrate)
-app.command()(jobs.enqueue)
-app.command()(status.status)
-app.add_typer(jobs.jobs_app, name="jobs")
-app.add_typer(workspaces.workspaces_app, name="workspaces")
-app.add_typer(workspaces.sessions_app, name="sessions")
 
 
 def main() -> None:
     """The `jobyard` console script."""
+    from jobyard.cli.commands import app
+
     app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`jobyard.cli.app`, the Typer app (for `CliRunner` and embedding), assembled on first use."""
+    if name == "app":
+        from jobyard.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

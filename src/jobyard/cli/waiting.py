@@ -16,11 +16,10 @@ from rich.console import Console
 
 from jobyard.cli.errors import CliError
 from jobyard.cli.output import escaped, one_line, progress
-from jobyard.model import Job, JobNotFound, JobStatus, NotFound
+from jobyard.model import Job, JobNotFound, JobStatus
+from jobyard.runtime import Runtime
 from jobyard.status import cluster_status
 from jobyard.store.ports import Store
-from jobyard.workspaces.entities import EntityStatus, Session, Workspace
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
 POLL_SECONDS: Final = 0.2
 NO_WORKER_HINT: Final = "no worker is running: start `jobyard worker` or `jobyard serve`"
@@ -55,47 +54,42 @@ class WaitPlan:
         return self.wait or self.run  # working a job in-process is pointless without waiting
 
 
-EntityGetter = Callable[[], Awaitable[Workspace | Session | None]]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settled:
+    """What one poll found: whether the wait is over, why it failed (None if it did not), and
+    the state to show while waiting."""
+
+    done: bool
+    failure: str | None
+    state: str
 
 
-def _job_state(job: Job) -> str:
+Settle = Callable[[Job | None], Awaitable[Settled]]
+"""Reads whether what is waited for has settled, given its job as this poll read it (None
+once the job is gone). A front end waiting for something its job builds (a workspace) passes
+its own; by default the job itself is what is waited for."""
+
+
+def job_state(job: Job) -> str:
+    """The job's state in a few words, for a front end's own progress lines."""
     return f"job {job.id} {job.status.value}, attempt {job.attempt}/{job.max_attempts}"
 
 
-def _settled(
-    label: str, job: Job | None, entity: Workspace | Session | None, has_entity: bool
-) -> tuple[bool, str | None, str]:
-    """(finished, failure reason or None, what to show while waiting) for one poll.
-
-    An entity is done when it is ready. It has failed only once its job is final too: a
-    `failed` workspace whose job still has attempts left may yet be built by the retry.
-    """
-    if has_entity:
-        if entity is None:
-            raise NotFound(f"{label} no longer exists")
-        if entity.status is EntityStatus.READY:
-            return True, None, "ready"
-        if job is None or job.status.is_final:
-            if entity.status is EntityStatus.FAILED:
-                return True, entity.error or "no reason recorded", "failed"
-            if job is None:
-                return True, "its job no longer exists", entity.status.value
-            return True, job.error or f"its job {job.id} is {job.status.value}", job.status.value
-        if entity.status is EntityStatus.FAILED:
-            return False, None, f"failed, will retry ({_job_state(job)}): {entity.error}"
-        return False, None, f"{entity.status.value} ({_job_state(job)})"
+def job_settled(label: str, job: Job | None) -> Settled:
+    """A job is done when it is completed, and has failed once it is failed or cancelled: a
+    failed attempt with attempts left is back to pending, not failed."""
     if job is None:
         raise JobNotFound(f"{label} no longer exists")
     if job.status is JobStatus.COMPLETED:
-        return True, None, "completed"
+        return Settled(True, None, "completed")
     if job.status is JobStatus.FAILED:
-        return True, job.error or "no reason recorded", "failed"
+        return Settled(True, job.error or "no reason recorded", "failed")
     if job.status is JobStatus.CANCELLED:
-        return True, "it was cancelled", "cancelled"
+        return Settled(True, "it was cancelled", "cancelled")
     state = f"{job.status.value}, attempt {job.attempt}/{job.max_attempts}"
     if job.error:
         state += f", last error: {job.error}"
-    return False, None, state
+    return Settled(False, None, state)
 
 
 async def wait_for(
@@ -106,10 +100,10 @@ async def wait_for(
     job_id: int,
     job_type: str,
     seconds: float,
-    entity: EntityGetter | None = None,
+    settle: Settle | None = None,
     node: asyncio.Task[None] | None = None,
 ) -> None:
-    """Poll the store until `label` (its entity if given, else its job) settles.
+    """Poll until `label` settles: what `settle` reads, else the job itself.
 
     Raises CliError with the reason when it failed, or when `seconds` pass first. Without
     an in-process `node`, says so once when no live node serves the job's type, since the
@@ -127,13 +121,12 @@ async def wait_for(
                     + (f": {crash}" if crash else "")
                 )
             job = await store.get_job(job_id)
-            current = await entity() if entity is not None else None
-            done, failure, state = _settled(label, job, current, entity is not None)
-            if done:
-                if failure is not None:
-                    raise CliError(f"{label} failed: {failure}")
+            now = await settle(job) if settle is not None else job_settled(label, job)
+            if now.done:
+                if now.failure is not None:
+                    raise CliError(f"{label} failed: {now.failure}")
                 return
-            show(f"{label}: {state}")
+            show(f"{label}: {now.state}")
             unserved = False
             if not hinted or loop.time() >= deadline:
                 unserved = job_type in (await cluster_status(store)).unserved
@@ -145,7 +138,7 @@ async def wait_for(
                         style="yellow",
                     )
             if loop.time() >= deadline:
-                message = f"{label} is not done after {seconds:g}s: {state}"
+                message = f"{label} is not done after {seconds:g}s: {now.state}"
                 if unserved:
                     message += f"; {NO_WORKER_HINT}, or pass --run"
                 raise CliError(message)

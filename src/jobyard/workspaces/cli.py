@@ -1,8 +1,15 @@
-"""The workspace platform's commands: `workspaces create/show`, `sessions create/show`."""
+"""The platform's commands, `jobyard workspaces create/show` and `jobyard sessions create/show`:
+two Typer groups that `jobyard.cli` adds to the `jobyard` command.
+
+They are built from the engine CLI's shared parts (output, errors, options, waiting), so they
+print, fail and wait exactly as the engine's commands do. What only the platform knows stays
+here: a workspace or session is done when it is *ready*, not when its job completes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -21,16 +28,19 @@ from jobyard.cli.output import (
 )
 from jobyard.cli.waiting import (
     RunOption,
+    Settle,
+    Settled,
     TimeoutOption,
     WaitOption,
     WaitPlan,
+    job_state,
     temporary_node,
     wait_for,
 )
 from jobyard.config import Config
 from jobyard.model import Job, NotFound
 from jobyard.store.ports import Store
-from jobyard.workspaces.entities import Session, Workspace
+from jobyard.workspaces.entities import EntityStatus, Session, Workspace
 from jobyard.workspaces.paths import session_dir, workspace_dir
 from jobyard.workspaces.store import open_workspace_store
 
@@ -52,6 +62,35 @@ def _entity_rows(entity: Workspace | Session) -> list[tuple[str, str]]:
         ("error", escaped(entity.error or "-")),
     ]
     return rows
+
+
+def _entity_settled(label: str, job: Job | None, entity: Workspace | Session | None) -> Settled:
+    """An entity is done when it is ready. It has failed only once its job is final too: a
+    `failed` workspace whose job still has attempts left may yet be built by the retry."""
+    if entity is None:
+        raise NotFound(f"{label} no longer exists")
+    if entity.status is EntityStatus.READY:
+        return Settled(True, None, "ready")
+    if job is None or job.status.is_final:
+        if entity.status is EntityStatus.FAILED:
+            return Settled(True, entity.error or "no reason recorded", "failed")
+        if job is None:
+            return Settled(True, "its job no longer exists", entity.status.value)
+        return Settled(
+            True, job.error or f"its job {job.id} is {job.status.value}", job.status.value
+        )
+    if entity.status is EntityStatus.FAILED:
+        return Settled(False, None, f"failed, will retry ({job_state(job)}): {entity.error}")
+    return Settled(False, None, f"{entity.status.value} ({job_state(job)})")
+
+
+def _settle_entity(label: str, read: Callable[[], Awaitable[Workspace | Session | None]]) -> Settle:
+    """The wait's settle step for an entity: read it after its job, then judge both."""
+
+    async def settle(job: Job | None) -> Settled:
+        return _entity_settled(label, job, await read())
+
+    return settle
 
 
 @workspaces_app.command("create")
@@ -106,7 +145,9 @@ async def _create_workspace(
                 job_id=job.id,
                 job_type=job.type,
                 seconds=plan.seconds,
-                entity=lambda: runtime.workspace_store.get_workspace(workspace.id),
+                settle=_settle_entity(
+                    label, lambda: runtime.workspace_store.get_workspace(workspace.id)
+                ),
                 node=node,
             )
         console.print(
@@ -155,7 +196,9 @@ async def _create_session(config: Config, workspace_id: str, plan: WaitPlan) -> 
                 job_id=job.id,
                 job_type=job.type,
                 seconds=plan.seconds,
-                entity=lambda: runtime.workspace_store.get_session(session.id),
+                settle=_settle_entity(
+                    label, lambda: runtime.workspace_store.get_session(session.id)
+                ),
                 node=node,
             )
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
