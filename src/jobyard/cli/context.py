@@ -16,8 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from jobyard import __version__
+from jobyard.admin import JobAdmin
 from jobyard.cli.errors import CliError
 from jobyard.config import DEFAULT_DATABASE_URL, Config
+from jobyard.dispatcher.limits import Limits
 from jobyard.model import StoreError, StoreUnavailable
 from jobyard.store import open_store
 from jobyard.store.ports import Store
@@ -143,6 +145,14 @@ async def opened_runtime(config: Config) -> AsyncIterator[Runtime]:
             yield runtime
         finally:
             await runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_admin(config: Config, *, limits: Limits | None = None) -> AsyncIterator[JobAdmin]:
+    """The admin door on the store `config` names: the commands that read jobs or act on them
+    go through it, so "retry" means in the CLI what it means in the API and the dashboard."""
+    async with opened_store(config) as store:
+        yield JobAdmin(store, limits=limits)
 
 
 def setup_logging() -> None:

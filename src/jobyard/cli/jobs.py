@@ -11,8 +11,8 @@ from typing import Annotated, Any, Final
 import typer
 from rich.table import Table
 
-from jobyard.admin import JobAction, JobAdmin
-from jobyard.cli.context import load_config, opened_runtime, opened_store
+from jobyard.admin import MAX_JOB_ID, JobAction, JobAdmin
+from jobyard.cli.context import load_config, opened_admin, opened_runtime
 from jobyard.cli.errors import EXIT_USAGE, CliError, cli_errors
 from jobyard.cli.output import (
     JsonOption,
@@ -38,7 +38,6 @@ from jobyard.model import Job, JobNotFound, JobStatus, UnknownJobType
 from jobyard.store.records import JobFilter
 
 MAX_PAGE: Final = 500
-MAX_JOB_ID: Final = 2**63 - 1
 
 jobs_app = typer.Typer(help="List, inspect, retry and cancel jobs.", no_args_is_help=True)
 
@@ -175,7 +174,7 @@ async def _enqueue(
             return job
         async with temporary_node(runtime, console, plan.run) as node:
             await wait_for(
-                runtime.store,
+                runtime.admin,
                 console,
                 label=f"job {job.id}",
                 job_id=job.id,
@@ -183,7 +182,7 @@ async def _enqueue(
                 seconds=plan.seconds,
                 node=node,
             )
-        final = await runtime.store.get_job(job.id)
+        final = await runtime.admin.get_job(job.id)
         return final if final is not None else job
 
 
@@ -231,13 +230,13 @@ def jobs_list(
 
 
 async def _list_jobs(config: Config, flt: JobFilter) -> list[Job]:
-    async with opened_store(config) as store:
-        return await store.list_jobs(flt)
+    async with opened_admin(config) as admin:
+        return await admin.list_jobs(flt)
 
 
 async def _get_job(config: Config, job_id: int) -> Job:
-    async with opened_store(config) as store:
-        job = await store.get_job(job_id)
+    async with opened_admin(config) as admin:
+        job = await admin.get_job(job_id)
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")
     return job
@@ -279,8 +278,8 @@ def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument, as_json: JsonOption =
 async def _job_action(
     config: Config, job_id: int, act: Callable[[JobAdmin, int], Awaitable[JobAction]]
 ) -> JobAction:
-    async with opened_store(config) as store:
-        return await act(JobAdmin(store), job_id)
+    async with opened_admin(config) as admin:
+        return await act(admin, job_id)
 
 
 def _acted(action: JobAction, as_json: bool) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from jobyard.cli.context import load_config, opened_store
+from jobyard.cli.context import load_config, opened_admin
 from jobyard.cli.errors import cli_errors
 from jobyard.cli.output import JsonOption, echo_json, escaped, stdout_console, when
 from jobyard.cli.waiting import NO_WORKER_HINT
 from jobyard.config import Config
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import JobStatus
-from jobyard.status import ClusterStatus, cluster_status
+from jobyard.status import ClusterStatus
 from jobyard.workspaces.runtime import WORKSPACE_LIMITS
 
 
@@ -117,5 +117,5 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 async def _status(config: Config) -> ClusterStatus:
-    async with opened_store(config) as store:
-        return await cluster_status(store, Limits(WORKSPACE_LIMITS))
+    async with opened_admin(config, limits=Limits(WORKSPACE_LIMITS)) as admin:
+        return await admin.cluster_status()

@@ -14,12 +14,11 @@ from typing import Annotated, Final
 import typer
 from rich.console import Console
 
+from jobyard.admin import JobAdmin
 from jobyard.cli.errors import CliError
 from jobyard.cli.output import escaped, one_line, progress
 from jobyard.model import Job, JobNotFound, JobStatus
 from jobyard.runtime import Runtime
-from jobyard.status import cluster_status
-from jobyard.store.ports import Store
 
 POLL_SECONDS: Final = 0.2
 NO_WORKER_HINT: Final = "no worker is running: start `jobyard worker` or `jobyard serve`"
@@ -93,7 +92,7 @@ def job_settled(label: str, job: Job | None) -> Settled:
 
 
 async def wait_for(
-    store: Store,
+    admin: JobAdmin,
     console: Console,
     *,
     label: str,
@@ -103,7 +102,7 @@ async def wait_for(
     settle: Settle | None = None,
     node: asyncio.Task[None] | None = None,
 ) -> None:
-    """Poll until `label` settles: what `settle` reads, else the job itself.
+    """Poll through `admin` until `label` settles: what `settle` reads, else the job itself.
 
     Raises CliError with the reason when it failed, or when `seconds` pass first. Without
     an in-process `node`, says so once when no live node serves the job's type, since the
@@ -120,7 +119,7 @@ async def wait_for(
                     f"the in-process worker stopped before {label} was done"
                     + (f": {crash}" if crash else "")
                 )
-            job = await store.get_job(job_id)
+            job = await admin.get_job(job_id)
             now = await settle(job) if settle is not None else job_settled(label, job)
             if now.done:
                 if now.failure is not None:
@@ -129,7 +128,7 @@ async def wait_for(
             show(f"{label}: {now.state}")
             unserved = False
             if not hinted or loop.time() >= deadline:
-                unserved = job_type in (await cluster_status(store)).unserved
+                unserved = job_type in (await admin.cluster_status()).unserved
             if not hinted:
                 hinted = True
                 if unserved:

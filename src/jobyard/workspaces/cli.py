@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from jobyard.admin import JobAdmin
 from jobyard.cli.context import load_config, opened_runtime, opened_store
 from jobyard.cli.errors import cli_errors
 from jobyard.cli.output import (
@@ -39,7 +40,6 @@ from jobyard.cli.waiting import (
 )
 from jobyard.config import Config
 from jobyard.model import Job, NotFound
-from jobyard.store.ports import Store
 from jobyard.workspaces.entities import EntityStatus, Session, Workspace
 from jobyard.workspaces.paths import session_dir, workspace_dir
 from jobyard.workspaces.store import open_workspace_store
@@ -135,11 +135,10 @@ async def _create_workspace(
         workspace, job = await runtime.workspaces.create(name, template)
         if not plan.waits:
             return workspace, job
-        store = runtime.store
         label = f"workspace {workspace.id}"
         async with temporary_node(runtime, console, plan.run) as node:
             await wait_for(
-                store,
+                runtime.admin,
                 console,
                 label=label,
                 job_id=job.id,
@@ -154,7 +153,7 @@ async def _create_workspace(
             f"{label} ready in {escaped(str(workspace_dir(config.data_dir, workspace.id)))}"
         )
         latest = await runtime.workspace_store.get_workspace(workspace.id)
-        return latest or workspace, await _latest_job(store, job)
+        return latest or workspace, await _latest_job(runtime.admin, job)
 
 
 @sessions_app.command("create")
@@ -186,11 +185,10 @@ async def _create_session(config: Config, workspace_id: str, plan: WaitPlan) -> 
         session, job = await runtime.sessions.create(workspace_id)
         if not plan.waits:
             return session, job
-        store = runtime.store
         label = f"session {session.id}"
         async with temporary_node(runtime, console, plan.run) as node:
             await wait_for(
-                store,
+                runtime.admin,
                 console,
                 label=label,
                 job_id=job.id,
@@ -204,12 +202,12 @@ async def _create_session(config: Config, workspace_id: str, plan: WaitPlan) -> 
         folder = session_dir(config.data_dir, session.workspace_id, session.id)
         console.print(f"{label} ready in {escaped(str(folder))}")
         latest = await runtime.workspace_store.get_session(session.id)
-        return latest or session, await _latest_job(store, job)
+        return latest or session, await _latest_job(runtime.admin, job)
 
 
-async def _latest_job(store: Store, job: Job) -> Job:
+async def _latest_job(admin: JobAdmin, job: Job) -> Job:
     """The job as it is now, for the JSON printed after a wait."""
-    latest = await store.get_job(job.id)
+    latest = await admin.get_job(job.id)
     return latest if latest is not None else job
 
 
