@@ -10,21 +10,25 @@ import dataclasses
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from jobyard import __version__
 from jobyard.admin import JobAdmin
+from jobyard.cli import service
 from jobyard.cli.errors import CliError
+from jobyard.cli.service import ServiceRuntime
 from jobyard.config import DEFAULT_DATABASE_URL, Config
 from jobyard.dispatcher.limits import Limits
 from jobyard.model import StoreError, StoreUnavailable
 from jobyard.store import open_store
 from jobyard.store.ports import Store
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
-from jobyard.workspaces.runtime import build_workspace_runtime as build_runtime
+
+# How long the quick check waits for the database: docs/cli.md promises that a server that
+# cannot be reached is reported within 5 seconds.
+REACHABLE_WITHIN: Final = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,17 +96,18 @@ def redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-async def preflight(url: str) -> None:
-    """Fail fast, with the address in the message, when PostgreSQL cannot be reached.
+async def check_reachable(url: str) -> None:
+    """Fail fast, with the address in the message, when the database cannot be reached.
 
     The stores open lazily and the PostgreSQL pool keeps retrying for 30 s before it gives up;
-    one direct attempt with a short timeout turns a typo into an immediate clear error.
+    one direct attempt with a short timeout turns a typo into an immediate clear error. The
+    store knows whether it has anything to reach (a SQLite file has not: it is created on first
+    use), so this asks it rather than reading the URL's scheme. The message is the store's own,
+    which names the address and leaves out the password.
     """
-    if not url.startswith(("postgresql://", "postgres://")):
-        return
     store = open_store(url, auto_migrate=False)
     try:
-        await store.check_reachable(within=5.0)
+        await store.check_reachable(within=REACHABLE_WITHIN)
     except StoreUnavailable as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -110,26 +115,28 @@ async def preflight(url: str) -> None:
 
 
 @contextlib.contextmanager
-def naming_the_database(url: str) -> Iterator[None]:
+def naming_the_database(url: str, store: Store) -> Iterator[None]:
     """Database errors name the database, since the driver's message often does not.
 
-    On SQLite an OSError is the file or its folder being unusable (the store creates both).
+    The store raises StoreError for whatever its database refused or failed. On SQLite an
+    OSError is the file or its folder being unusable (the store creates both).
     """
     try:
         yield
     except Exception as exc:
         if isinstance(exc, StoreError):
             raise CliError(f"database error on {redact(url)}: {exc}") from exc
-        if isinstance(exc, OSError) and url.startswith("sqlite://"):
+        if isinstance(exc, OSError) and store.dialect == "sqlite":
             raise CliError(f"cannot use {url}: {exc}") from exc
         raise
 
 
 @contextlib.asynccontextmanager
-async def opened_store(config: Config) -> AsyncIterator[Store]:
-    await preflight(config.database_url)
-    store = open_store(config.database_url)
-    with naming_the_database(config.database_url):
+async def opened_store(config: Config, *, auto_migrate: bool = True) -> AsyncIterator[Store]:
+    """The store `config` names, once it is known to be reachable; closed on the way out."""
+    await check_reachable(config.database_url)
+    store = open_store(config.database_url, auto_migrate=auto_migrate)
+    with naming_the_database(config.database_url, store):
         try:
             yield store
         finally:
@@ -137,10 +144,12 @@ async def opened_store(config: Config) -> AsyncIterator[Store]:
 
 
 @contextlib.asynccontextmanager
-async def opened_runtime(config: Config) -> AsyncIterator[Runtime]:
-    await preflight(config.database_url)
-    runtime = build_runtime(config)
-    with naming_the_database(config.database_url):
+async def opened_runtime(config: Config) -> AsyncIterator[ServiceRuntime]:
+    """The service's runtime on the database `config` names, its node not started (`--run`
+    starts it); closed on the way out."""
+    await check_reachable(config.database_url)
+    runtime = service.build_runtime(config)
+    with naming_the_database(config.database_url, runtime.store):
         try:
             yield runtime
         finally:

@@ -8,19 +8,11 @@ from typing import Annotated
 
 import typer
 
-from jobyard.cli.context import (
-    load_config,
-    naming_the_database,
-    preflight,
-    redact,
-    setup_logging,
-)
+from jobyard.cli import service
+from jobyard.cli.context import check_reachable, load_config, opened_store, redact, setup_logging
 from jobyard.cli.errors import cli_errors
 from jobyard.config import Config
 from jobyard.node import run_node
-from jobyard.store import open_store
-from jobyard.workspaces.runtime import build_workspace_runtime as build_runtime
-from jobyard.workspaces.store import open_workspace_store
 
 
 def _dashboard_url(host: str, port: int) -> str:
@@ -70,7 +62,7 @@ def serve(
     # Then the port, before the database is touched or a node joins: bound now, it stays ours.
     listeners = api_server.bind(settings.host, settings.port)
     try:
-        asyncio.run(preflight(config.database_url))
+        asyncio.run(check_reachable(config.database_url))
         setup_logging()
         bound = listeners[0].getsockname()[1]
         # Flushed at once: under a process manager stdout is a pipe, and the URL must show now.
@@ -103,8 +95,8 @@ def worker(
 
 
 async def _work(config: Config) -> None:
-    await preflight(config.database_url)
-    runtime = build_runtime(config)
+    await check_reachable(config.database_url)
+    runtime = service.build_runtime(config)
     try:
         dispatcher = runtime.dispatcher
         typer.echo(
@@ -134,10 +126,5 @@ def migrate(ctx: typer.Context) -> None:
 
 async def _migrate(config: Config) -> tuple[int, int]:
     """The engine's tables, then the workspace platform's (each its own migration line)."""
-    await preflight(config.database_url)
-    store = open_store(config.database_url, auto_migrate=False)
-    with naming_the_database(config.database_url):
-        try:
-            return await store.migrate(), await open_workspace_store(store).migrate()
-        finally:
-            await store.close()
+    async with opened_store(config, auto_migrate=False) as store:
+        return await service.migrate(store)

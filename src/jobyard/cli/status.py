@@ -9,15 +9,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from jobyard.cli import service
 from jobyard.cli.context import load_config, opened_admin
 from jobyard.cli.errors import cli_errors
 from jobyard.cli.output import JsonOption, echo_json, escaped, stdout_console, when
 from jobyard.cli.waiting import NO_WORKER_HINT
 from jobyard.config import Config
-from jobyard.dispatcher.limits import Limits
 from jobyard.model import JobStatus
 from jobyard.status import ClusterStatus
-from jobyard.workspaces.runtime import WORKSPACE_LIMITS
 
 
 def _status_json(st: ClusterStatus) -> dict[str, Any]:
@@ -117,5 +116,5 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 async def _status(config: Config) -> ClusterStatus:
-    async with opened_admin(config, limits=Limits(WORKSPACE_LIMITS)) as admin:
+    async with opened_admin(config, limits=service.limits()) as admin:
         return await admin.cluster_status()
