@@ -33,6 +33,8 @@ REACHABLE_WITHIN: Final = 5.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Globals:
+    """The root command's options, handed on to the command through Typer's context."""
+
     database_url: str | None
 
 
@@ -42,6 +44,8 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# The root command (Typer runs it before any command). No docstring: Typer would show it as the
+# app's help.
 def root(
     ctx: typer.Context,
     database_url: Annotated[

@@ -1,4 +1,10 @@
-"""The job commands: `enqueue`, and `jobs list`, `show`, `retry` and `cancel`."""
+"""The job commands: `enqueue`, and `jobs list`, `show`, `retry` and `cancel`.
+
+Reads and operators' actions go through `JobAdmin`, so `jobs retry` and `jobs cancel` change a
+job exactly when the API and the dashboard would, and say so in the same words; a call that
+changed nothing exits 1. `enqueue` runs the service's own queue, so an unknown type or a payload
+its model refuses is refused (exit 2) before anything is written.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,11 @@
 """The commands that run nodes or prepare the database for them: `serve`, `worker`,
-`migrate`."""
+`migrate`.
+
+They work on the service, the engine with the workspace platform (`service.py`): `serve` and
+`worker` run its node, as `make run` does, and `migrate` brings both migration lines up to
+date. `serve` takes its port, then checks the database, before anything starts: a refusal
+leaves no node row and no open connection behind.
+"""
 
 from __future__ import annotations
 

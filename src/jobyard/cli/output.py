@@ -43,7 +43,7 @@ def escaped(text: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Collapse a message (psycopg's span several lines) so every error is one line."""
+    """Collapse a message (a database's may span several lines) so every error is one line."""
     return " ".join(text.split()) or "unknown error"
 
 

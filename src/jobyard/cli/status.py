@@ -1,5 +1,6 @@
 """`jobyard status`: the leader, the live nodes and, per job type, counts, limit and who
-serves it."""
+serves it, read through `JobAdmin` with the limits the service's nodes enforce. `--json` has the
+shape of the API's `GET /api/status`."""
 
 from __future__ import annotations
 

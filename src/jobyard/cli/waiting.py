@@ -1,5 +1,12 @@
-"""`--wait`, `--run` and `--timeout`: waiting until a job (or what its job builds) is done,
+"""`--wait`, `--run` and `--timeout`: waiting until a job, or what its job builds, is done,
 optionally working it in this process with a temporary worker node.
+
+The loop is the same for every command that waits: it polls through `JobAdmin`, and a `Settle`
+step says when what is waited for is done. By default that is the job itself; the platform
+passes its own, since a workspace is done when it is ready, not when its job completes. A wait
+ends in one of three ways: done (the command goes on), failed (CliError with the reason), or
+out of time (CliError with the last state seen and, when no live node serves the job's type,
+why it never started). A temporary node has drained before the command returns.
 """
 
 from __future__ import annotations
@@ -24,20 +31,26 @@ POLL_SECONDS: Final = 0.2
 NO_WORKER_HINT: Final = "no worker is running: start `jobyard worker` or `jobyard serve`"
 
 
-class _ConsoleLogHandler(logging.Handler):
-    """While `--run` works jobs in-process, show the node's warnings (a failed attempt, a
-    retry) above the spinner, one line each and without tracebacks."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(level=logging.WARNING)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = one_line(record.getMessage())
-            self.console.print(f"worker: {escaped(message)}", style="dim")
-        except Exception:
-            self.handleError(record)
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait", "-w", help="Wait until it is done; exit 1 with the reason if it failed."
+    ),
+]
+RunOption = Annotated[
+    bool,
+    typer.Option(
+        "--run",
+        help="Work the job in this process while waiting (a temporary worker node; implies "
+        "--wait). For a quick start with no worker running.",
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=0.0, metavar="SECONDS", help="Give up waiting after this long (exit 1)."
+    ),
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,12 +133,12 @@ async def wait_for(
                     + (f": {crash}" if crash else "")
                 )
             job = await admin.get_job(job_id)
-            now = await settle(job) if settle is not None else job_settled(label, job)
-            if now.done:
-                if now.failure is not None:
-                    raise CliError(f"{label} failed: {now.failure}")
+            seen = await settle(job) if settle is not None else job_settled(label, job)
+            if seen.done:
+                if seen.failure is not None:
+                    raise CliError(f"{label} failed: {seen.failure}")
                 return
-            show(f"{label}: {now.state}")
+            show(f"{label}: {seen.state}")
             unserved = False
             if not hinted or loop.time() >= deadline:
                 unserved = job_type in (await admin.cluster_status()).unserved
@@ -137,7 +150,7 @@ async def wait_for(
                         style="yellow",
                     )
             if loop.time() >= deadline:
-                message = f"{label} is not done after {seconds:g}s: {now.state}"
+                message = f"{label} is not done after {seconds:g}s: {seen.state}"
                 if unserved:
                     message += f"; {NO_WORKER_HINT}, or pass --run"
                 raise CliError(message)
@@ -170,23 +183,17 @@ async def temporary_node(
             logger.removeHandler(handler)
 
 
-WaitOption = Annotated[
-    bool,
-    typer.Option(
-        "--wait", "-w", help="Wait until it is done; exit 1 with the reason if it failed."
-    ),
-]
-RunOption = Annotated[
-    bool,
-    typer.Option(
-        "--run",
-        help="Work the job in this process while waiting (a temporary worker node; implies "
-        "--wait). For a quick start with no worker running.",
-    ),
-]
-TimeoutOption = Annotated[
-    float,
-    typer.Option(
-        "--timeout", min=0.0, metavar="SECONDS", help="Give up waiting after this long (exit 1)."
-    ),
-]
+class _ConsoleLogHandler(logging.Handler):
+    """While `--run` works jobs in-process, show the node's warnings (a failed attempt, a
+    retry) above the spinner, one line each and without tracebacks."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(level=logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = one_line(record.getMessage())
+            self.console.print(f"worker: {escaped(message)}", style="dim")
+        except Exception:
+            self.handleError(record)
