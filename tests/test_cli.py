@@ -9,6 +9,7 @@ failed.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -16,17 +17,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import jobyard.api.server
-from jobyard import Queue, open_store
+from jobyard import Job, JobAdmin, Queue, open_store
 from jobyard.api.settings import ServerSettings
 from jobyard.cli import app
+from jobyard.cli.errors import CliError
+from jobyard.cli.waiting import Settled, wait_for
 from jobyard.config import Config
 from jobyard.store.records import ClaimParams, JobResult, Outcome
 from jobyard.workspaces.entities import EntityStatus, NewWorkspace
@@ -332,6 +336,62 @@ def test_wait_without_a_worker_hints_and_times_out(sqlite_url: str) -> None:
     assert "not done after 0.5s: pending" in line
     assert "no worker is running" in line
     assert "no worker is running" in result.stderr.split("error:")[0]  # the early hint
+
+
+# -- the wait loop -----------------------------------------------------------------------------
+async def test_the_wait_loop_asks_the_callers_settle_step_and_reads_through_the_admin(
+    sqlite_url: str,
+) -> None:
+    """What the platform's commands rely on: `wait_for` hands each poll's job to the caller's
+    settle step, and reports its failure, or its last state on a timeout, in one line."""
+    store = open_store(sqlite_url)
+    try:
+        queue = Queue(store)
+        queue.declare("email")
+        job = await queue.enqueue("email", {"to": "ada@example.com"})
+        admin = JobAdmin(store)
+        shown = io.StringIO()
+        console = Console(file=shown, highlight=False)
+        polled: list[int | None] = []
+
+        async def third_time(current: Job | None) -> Settled:
+            polled.append(current.id if current is not None else None)
+            return Settled(len(polled) == 3, None, f"poll {len(polled)}")
+
+        async def building(current: Job | None) -> Settled:
+            return Settled(False, None, "still building")
+
+        async def broken(current: Job | None) -> Settled:
+            return Settled(True, "the disk is full", "failed")
+
+        def waiting(
+            settle: Callable[[Job | None], Awaitable[Settled]], seconds: float
+        ) -> Awaitable[None]:
+            return wait_for(
+                admin,
+                console,
+                label="thing 1",
+                job_id=job.id,
+                job_type="email",
+                seconds=seconds,
+                settle=settle,
+            )
+
+        await waiting(third_time, 30)
+        assert polled == [job.id, job.id, job.id]
+        assert "thing 1: poll 2" in shown.getvalue()
+        assert "hint: no worker is running" in shown.getvalue()  # nothing serves `email`
+        with pytest.raises(CliError) as timed_out:
+            await waiting(building, 0.3)
+        assert str(timed_out.value) == (
+            "thing 1 is not done after 0.3s: still building; no worker is running: start "
+            "`jobyard worker` or `jobyard serve`, or pass --run"
+        )
+        with pytest.raises(CliError) as failed:
+            await waiting(broken, 30)
+        assert str(failed.value) == "thing 1 failed: the disk is full"
+    finally:
+        await store.close()
 
 
 # -- configuration and connection errors -----------------------------------------------------
