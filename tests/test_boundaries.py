@@ -1,5 +1,6 @@
-"""The library's boundaries, checked: the engine knows nothing of the workspace platform, and
-nothing above the store names a database driver.
+"""The library's boundaries, checked: the engine knows nothing of the workspace platform,
+nothing above the store names a database driver, and the front ends reach the store only
+through the admin door.
 
 The import rules are read from the source (every import statement, at any depth), so a lazy
 import inside a function counts too.
@@ -22,6 +23,8 @@ DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
 PLATFORM_USERS = ("workspaces", "api", "cli")
 # The store layers: the engine's, and the platform's persistence beside its SQL.
 STORE_LAYERS = ("store", "workspaces/store")
+# The front ends, which reach the store only through JobAdmin, Queue and the platform's services.
+FRONT_ENDS = ("api", "cli")
 
 
 def modules() -> list[tuple[str, set[str]]]:
@@ -62,6 +65,34 @@ def test_nothing_above_the_store_names_a_database_driver() -> None:
     assert offenders == []
 
 
+def store_uses(source: str) -> list[str]:
+    """Every `<something>.store` in `source`, as `line: code`: a front end reaching past the
+    admin door (`rt.store.get_job(...)`, or `store = rt.store` and calls on that later)."""
+    found = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and node.attr == "store"
+    ]
+    return [f"{n.lineno}: {ast.unparse(n)}" for n in sorted(found, key=lambda n: n.lineno)]
+
+
+def front_end_modules() -> list[Path]:
+    # The packages only: `cli.py`, a single module that is being turned into the `cli/`
+    # package, is checked once it is one.
+    return sorted(p for folder in FRONT_ENDS for p in (PACKAGE / folder).rglob("*.py"))
+
+
+def test_front_ends_reach_the_store_only_through_the_admin_door() -> None:
+    """The API and the dashboard read jobs and act on them through `JobAdmin` (and enqueue
+    through `Queue`), so they cannot disagree with the CLI on what a read or an action means."""
+    offenders = {
+        path.relative_to(PACKAGE).as_posix(): found
+        for path in front_end_modules()
+        if (found := store_uses(path.read_text()))
+    }
+    assert offenders == {}
+
+
 def test_the_rules_see_what_they_are_meant_to_see() -> None:
     """The checks above must be able to fail: the store does import its drivers, and the
     platform's composition does import the platform."""
@@ -69,6 +100,10 @@ def test_the_rules_see_what_they_are_meant_to_see() -> None:
     assert "sqlite3" in seen["store/sqlite/store.py"]
     assert "psycopg" in seen["store/postgres/store.py"]
     assert any(m.startswith("jobyard.workspaces") for m in seen["workspaces/__init__.py"])
+    bypass = "async def f(rt):\n    await rt.store.now()\n    store = rt.admin.store\n"
+    assert store_uses(bypass) == ["2: rt.store", "3: rt.admin.store"]
+    assert store_uses("async def f(rt):\n    await rt.admin.now()\n") == []
+    assert "api/routes.py" in {p.relative_to(PACKAGE).as_posix() for p in front_end_modules()}
 
 
 ENGINE_ONLY = textwrap.dedent(

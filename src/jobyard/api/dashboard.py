@@ -34,7 +34,7 @@ from jobyard.admin import JobAction
 from jobyard.api.security import bearer_matches, presented_token_matches, throttled
 from jobyard.api.sessions import SignIns
 from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
-from jobyard.status import ClusterStatus, cluster_status
+from jobyard.status import ClusterStatus
 from jobyard.store.records import JobFilter
 from jobyard.workspaces.entities import Session, Workspace
 from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
@@ -182,23 +182,24 @@ class Snapshot:
 
 
 async def snapshot(rt: Runtime) -> Snapshot:
-    """Read the cluster, the recent jobs and entities, and the throughput from the store.
+    """Read the cluster, the recent jobs and entities, and the throughput, through the admin
+    door (jobs) and the platform's store (workspaces and sessions).
 
     The database clock is the reference, so ages and the sparkline agree with `finished_at`
     even when this host's clock drifts.
     """
-    store = rt.store
-    now = await store.now()
+    admin = rt.admin
+    now = await admin.now()
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
     return Snapshot(
         now=now,
-        status=await cluster_status(store, rt.limits),
+        status=await admin.cluster_status(),
         this_node=rt.dispatcher.node_id,
-        failures=await store.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
-        jobs=await store.list_jobs(JobFilter(limit=RECENT_JOBS)),
+        failures=await admin.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
+        jobs=await admin.list_jobs(JobFilter(limit=RECENT_JOBS)),
         workspaces=await rt.workspace_store.list_workspaces(limit=RECENT_ENTITIES),
         sessions=await rt.workspace_store.list_sessions(limit=RECENT_ENTITIES),
-        throughput=sparkline(await store.finished_per_minute(since), now),
+        throughput=sparkline(await admin.finished_per_minute(since), now),
     )
 
 

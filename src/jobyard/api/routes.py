@@ -229,7 +229,7 @@ async def healthz(request: Request, rt: Rt, response: Response) -> dict[str, str
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": "the worker node stopped"}
     try:
-        await rt.store.now()
+        await rt.admin.now()
     except Exception as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": type(exc).__name__}
