@@ -24,6 +24,7 @@ from jobyard.api.settings import ServerSettings
 from jobyard.api.throttle import FailureBudget
 from jobyard.model import JobyardError, StoreError
 from jobyard.runtime import Runtime
+from jobyard.workspaces.web.api import router as workspace_api
 
 __all__ = ["create_app"]
 
@@ -72,6 +73,7 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     app.state.sign_ins = SignIns()
     app.state.auth_failures = FailureBudget(settings.auth_failures, settings.auth_failure_interval)
     metrics = Metrics(runtime)
+    app.include_router(workspace_api)
     app.include_router(api)
     app.include_router(health)
     app.include_router(dashboard.router)
