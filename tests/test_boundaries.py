@@ -19,12 +19,16 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "jobyard"
 DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
-# May import the platform: the platform itself, and the front ends that compose it.
-PLATFORM_USERS = ("workspaces", "api", "cli")
+PLATFORM = "jobyard.workspaces"
+# May import the platform: the platform itself, and the CLI that runs it.
+PLATFORM_USERS = ("workspaces", "cli")
+# The engine's HTTP service knows the platform in one place only: `jobyard serve`'s composition,
+# the function `serve` of this module, so an app built on the engine alone never loads it.
+COMPOSITION = ("api/server.py", "serve")
 # The store layers: the engine's, and the platform's persistence beside its SQL.
 STORE_LAYERS = ("store", "workspaces/store")
 # The front ends, which reach the store only through JobAdmin, Queue and the platform's services.
-FRONT_ENDS = ("api", "cli")
+FRONT_ENDS = ("api", "cli", "workspaces/web")
 
 
 def modules() -> list[tuple[str, set[str]]]:
@@ -46,14 +50,47 @@ def under(relative: str, folders: tuple[str, ...]) -> bool:
     return any(relative == f"{f}.py" or relative.startswith(f"{f}/") for f in folders)
 
 
+def platform_imports_outside(source: str, function: str) -> list[int]:
+    """Lines of `source` that import the platform anywhere but inside `function`."""
+    tree = ast.parse(source)
+    inside = {
+        id(node)
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name == function
+        for node in ast.walk(fn)
+    }
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and id(node) not in inside
+        and any(name.startswith(PLATFORM) for name in imported_by(node))
+    )
+
+
+def imported_by(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""]
+
+
 def test_the_engine_never_imports_the_workspace_platform() -> None:
+    """Nothing outside the platform and the CLI imports it, but `jobyard serve`'s composition."""
     offenders = [
-        (relative, sorted(m for m in imported if m.startswith("jobyard.workspaces")))
+        (relative, sorted(m for m in imported if m.startswith(PLATFORM)))
         for relative, imported in modules()
         if not under(relative, PLATFORM_USERS)
-        and any(m.startswith("jobyard.workspaces") for m in imported)
+        and relative != COMPOSITION[0]
+        and any(m.startswith(PLATFORM) for m in imported)
     ]
     assert offenders == []
+
+
+def test_the_http_service_imports_the_platform_only_inside_serve() -> None:
+    module, function = COMPOSITION
+    source = (PACKAGE / module).read_text()
+    assert platform_imports_outside(source, function) == []
+    assert any(m.startswith(PLATFORM) for m in dict(modules())[module])  # it does compose it
 
 
 def test_nothing_above_the_store_names_a_database_driver() -> None:
@@ -99,7 +136,12 @@ def test_the_rules_see_what_they_are_meant_to_see() -> None:
     seen = dict(modules())
     assert "sqlite3" in seen["store/sqlite/store.py"]
     assert "psycopg" in seen["store/postgres/store.py"]
-    assert any(m.startswith("jobyard.workspaces") for m in seen["workspaces/__init__.py"])
+    assert any(m.startswith(PLATFORM) for m in seen["workspaces/__init__.py"])
+    top_level = (
+        "from jobyard.workspaces.web import x\n\ndef serve():\n    import jobyard.workspaces\n"
+    )
+    assert platform_imports_outside(top_level, "serve") == [1]
+    assert platform_imports_outside(top_level, "elsewhere") == [1, 4]
     bypass = "async def f(rt):\n    await rt.store.now()\n    store = rt.admin.store\n"
     assert store_uses(bypass) == ["2: rt.store", "3: rt.admin.store"]
     assert store_uses("async def f(rt):\n    await rt.admin.now()\n") == []
@@ -180,6 +222,89 @@ def test_engine_only_use_creates_no_workspace_table_lists_no_workspace_type(
     assert ran.returncode == 0, ran.stderr
     seen = json.loads(ran.stdout)
     assert seen == {"types": ["email"], "limits": {}, "declared": ["email"], "platform_modules": []}
+    tables = table_names(fresh_url)
+    assert "jobyard_jobs" in tables
+    assert not {t for t in tables if "workspace" in t or "session" in t}
+
+
+ENGINE_APP = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import httpx
+    from jobyard import Config
+    from jobyard.api import ServerSettings, create_app
+    from jobyard.runtime import build_runtime
+
+    async def main(url, data_dir):
+        config = Config(database_url=url, data_dir=data_dir, job_poll_interval=0.05)
+        runtime = build_runtime(config)
+        done = asyncio.Event()
+
+        async def email(job):
+            done.set()
+
+        runtime.dispatcher.register_executor("email", email)
+        app = create_app(runtime, ServerSettings())
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),  # migrates and runs the worker, as uvicorn would
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http,
+        ):
+            job = await http.post("/api/jobs", json={"type": "email", "payload": {}})
+            await asyncio.wait_for(done.wait(), 10)
+            page = await http.get("/")
+            live = await http.get("/ui/live")
+            answers = {
+                "POST /api/jobs": job.status_code,
+                "GET /": page.status_code,
+                "GET /ui/live": live.status_code,
+                "GET /healthz": (await http.get("/healthz")).status_code,
+                "GET /metrics": (await http.get("/metrics")).status_code,
+                "GET /api/workspaces": (await http.get("/api/workspaces")).status_code,
+                "GET /api/sessions/se_1": (await http.get("/api/sessions/se_1")).status_code,
+                "POST /ui/workspaces": (
+                    await http.post("/ui/workspaces", data={"name": "x"})
+                ).status_code,
+            }
+            paths = sorted((await http.get("/openapi.json")).json()["paths"])
+        ids = ("cluster", "jobs", "workspaces", "sessions", "new-workspace")
+        return {
+            "answers": answers,
+            "sections": [i for i in ids if f'id="{i}"' in page.text + live.text],
+            "paths": paths,
+            "platform_modules": [m for m in sys.modules if m.startswith("jobyard.workspaces")],
+        }
+
+    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
+    """
+)
+
+
+def test_an_app_on_the_engine_alone_serves_no_workspace_route_panel_or_table(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", ENGINE_APP, fresh_url, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen["answers"] == {
+        "POST /api/jobs": 202,
+        "GET /": 200,
+        "GET /ui/live": 200,
+        "GET /healthz": 200,
+        "GET /metrics": 200,
+        "GET /api/workspaces": 404,
+        "GET /api/sessions/se_1": 404,
+        "POST /ui/workspaces": 404,
+    }
+    assert seen["sections"] == ["cluster", "jobs"]
+    assert not [p for p in seen["paths"] if "workspace" in p or "session" in p]
+    assert seen["platform_modules"] == []
     tables = table_names(fresh_url)
     assert "jobyard_jobs" in tables
     assert not {t for t in tables if "workspace" in t or "session" in t}

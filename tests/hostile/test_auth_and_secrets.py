@@ -99,7 +99,9 @@ def routes_of(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 
 def all_routes(server: LiveServer) -> set[tuple[str, str]]:
-    app = create_app(server.runtime, ServerSettings(api_token=TOKEN), run_worker=False)
+    """The routes of the server's app: the engine's and its extensions' (the platform's)."""
+    settings = ServerSettings(api_token=TOKEN)
+    app = create_app(server.runtime, settings, run_worker=False, extensions=server.extensions)
     return set(routes_of(list(app.routes)))
 
 

@@ -1,11 +1,13 @@
 """The live dashboard: one server-rendered page at `/` that an operator can leave open.
 
-Everything is rendered by Jinja2 with autoescaping always on, because nearly every string on the
-page (job errors, workspace names and templates, node names) comes from users or from code that
-quotes user input; nothing here is ever marked safe. The page stays current without a reload: a
-small same-origin script (`static/live.js`) re-fetches the `/ui/live` fragment every 2 s and
-swaps it in. Actions are plain HTML forms that POST and redirect back (303), so the page works
-with no script at all, just without the live refresh.
+The engine's sections (cluster, throughput, jobs by type, failures, recent jobs) are drawn here;
+each extension's panel (see `jobyard.api.extensions`) adds a part above the live one and a part
+inside it, drawn by the same rules. Everything is rendered by Jinja2 with autoescaping always on,
+because nearly every string on the page (job errors, node names, workspace names and templates)
+comes from users or from code that quotes user input; nothing here is ever marked safe. The page
+stays current without a reload: a small same-origin script (`static/live.js`) re-fetches the
+`/ui/live` fragment every 2 s and swaps it in. Actions are plain HTML forms that POST and
+redirect back (303), so the page works with no script at all, just without the live refresh.
 
 Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
 or by signing in at `/ui/login`, which starts a session of this server process (see
@@ -28,18 +30,25 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    PackageLoader,
+    PrefixLoader,
+    StrictUndefined,
+)
 
 from jobyard.admin import JobAction
+from jobyard.api.extensions import Extension, FormHandler, FormRefused
 from jobyard.api.security import bearer_matches, presented_token_matches, throttled
 from jobyard.api.sessions import SignIns
-from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
+from jobyard.model import Job, JobNotFound, JobStatus
+from jobyard.runtime import Runtime
 from jobyard.status import ClusterStatus
 from jobyard.store.records import JobFilter
-from jobyard.workspaces.entities import Session, Workspace
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
-__all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
+__all__ = ["COOKIE", "Pages", "Sparkline", "panel_forms", "router", "sparkline"]
 
 # HTML, not JSON: nothing here belongs in the OpenAPI schema.
 router = APIRouter(include_in_schema=False)
@@ -50,7 +59,6 @@ LOGIN_PATH: Final = "/ui/login"
 THROUGHPUT_MINUTES: Final = 30
 RECENT_JOBS: Final = 20
 RECENT_FAILURES: Final = 10
-RECENT_ENTITIES: Final = 20
 ERROR_CHARS: Final = 600
 # Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY (and warns on the old name); the number works
 # on every supported version.
@@ -71,15 +79,6 @@ _SECURITY_HEADERS: Final[Mapping[str, str]] = {
     "Cache-Control": "no-store",
 }
 
-# autoescape=True (not select_autoescape): every template here is HTML, so every `{{ }}` is
-# escaped whatever the file is called. StrictUndefined turns a typo into an error, not a blank.
-_env = Environment(
-    loader=PackageLoader("jobyard.api", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 _STATIC_TYPES: Final[Mapping[str, str]] = {
     "live.js": "text/javascript; charset=utf-8",
@@ -175,15 +174,12 @@ class Snapshot:
     this_node: str
     failures: list[Job]
     jobs: list[Job]
-    workspaces: list[Workspace]
-    sessions: list[Session]
     throughput: Sparkline
     states: tuple[JobStatus, ...] = field(default=tuple(JobStatus))
 
 
 async def snapshot(rt: Runtime) -> Snapshot:
-    """Read the cluster, the recent jobs and entities, and the throughput, through the admin
-    door (jobs) and the platform's store (workspaces and sessions).
+    """Read the cluster, the recent jobs and the throughput, through the admin door.
 
     The database clock is the reference, so ages and the sparkline agree with `finished_at`
     even when this host's clock drifts.
@@ -197,8 +193,6 @@ async def snapshot(rt: Runtime) -> Snapshot:
         this_node=rt.dispatcher.node_id,
         failures=await admin.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
         jobs=await admin.list_jobs(JobFilter(limit=RECENT_JOBS)),
-        workspaces=await rt.workspace_store.list_workspaces(limit=RECENT_ENTITIES),
-        sessions=await rt.workspace_store.list_sessions(limit=RECENT_ENTITIES),
         throughput=sparkline(await admin.finished_per_minute(since), now),
     )
 
@@ -240,14 +234,98 @@ def _clip(text: str | None, limit: int = ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_env.filters["iso"] = _iso
-_env.filters["clip"] = _clip
+# -- how the page is drawn: the engine's templates and the extensions' panels ------------------
+@dataclass(frozen=True, slots=True)
+class PanelView:
+    """One panel's template and what it shows, for one drawing of the page."""
+
+    template: str
+    data: Mapping[str, Any]
+    form_error: str | None = None
+    form_values: Mapping[str, str] = field(default_factory=dict)
+
+
+# Which panel's form was refused, and why: drawn under that panel's form.
+Refusal = tuple[str, FormRefused]
+
+
+class Pages:
+    """The dashboard of one app: its templates and the panels of its extensions.
+
+    One Jinja environment per app, loading the engine's templates by their own names and each
+    panel's from its package under the extension's name (`workspaces/live.html`), so a panel
+    can neither replace an engine template nor another panel's. autoescape=True (not
+    select_autoescape): every template is HTML, so every `{{ }}` is escaped whatever the file is
+    called. StrictUndefined turns a typo into an error, not a blank.
+    """
+
+    def __init__(self, extensions: Sequence[Extension] = ()) -> None:
+        names = [e.name for e in extensions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two extensions share a name: {names}")
+        self.panels = [(e.name, e.panel) for e in extensions if e.panel is not None]
+        paths = [path for _, panel in self.panels for path in panel.forms]
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"two panels post forms to the same path: {sorted(paths)}")
+        own: dict[str, BaseLoader] = {
+            name: PackageLoader(panel.package, "templates") for name, panel in self.panels
+        }
+        self.env = Environment(
+            loader=ChoiceLoader([PackageLoader("jobyard.api", "templates"), PrefixLoader(own)]),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["iso"] = _iso
+        self.env.filters["clip"] = _clip
+
+    def forms(self) -> list[tuple[str, str, FormHandler]]:
+        """(extension name, path, handler) of every panel's form."""
+        return [
+            (name, p, handle) for name, panel in self.panels for p, handle in panel.forms.items()
+        ]
+
+    async def tops(self, refusal: Refusal | None = None) -> list[PanelView]:
+        """The panels' parts above the live one, each with its loader's data, and the refused
+        form's reason and values under the panel whose form it was."""
+        views = []
+        for name, panel in self.panels:
+            if panel.top is None:
+                continue
+            refused = refusal[1] if refusal is not None and refusal[0] == name else None
+            views.append(
+                PanelView(
+                    f"{name}/{panel.top}",
+                    await panel.load_top(),
+                    form_error=refused.message if refused else None,
+                    form_values=refused.values if refused else {},
+                )
+            )
+        return views
+
+    async def lives(self) -> list[PanelView]:
+        """The panels' parts inside the live one, each with its loader's data."""
+        return [
+            PanelView(f"{name}/{panel.live}", await panel.load_live())
+            for name, panel in self.panels
+            if panel.live is not None
+        ]
+
+    def render(self, template: str, code: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(**context)
+        return HTMLResponse(html, status_code=code, headers=dict(_SECURITY_HEADERS))
 
 
 # -- responses ----------------------------------------------------------------------------------
 def _runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+def _pages(request: Request) -> Pages:
+    pages: Pages = request.app.state.pages
+    return pages
 
 
 def _token_required(request: Request) -> bool:
@@ -272,13 +350,8 @@ def _authorized(request: Request) -> bool:
     )
 
 
-def _render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=code, headers=dict(_SECURITY_HEADERS))
-
-
 def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
-    return _render(
+    return _pages(request).render(
         "error.html",
         status_code,
         message=message,
@@ -319,9 +392,13 @@ async def _form(request: Request) -> dict[str, str] | HTMLResponse:
     return {name: values[0] for name, values in fields.items() if values}
 
 
-def _page_context(request: Request, snap: Snapshot) -> dict[str, Any]:
+async def _live_context(request: Request) -> dict[str, Any]:
+    """What the live part shows: the engine's snapshot, then each panel's live part. The
+    snapshot comes first, so panels' ages are against the same database time."""
+    snap = await snapshot(_runtime(request))
     return {
         "snap": snap,
+        "lives": await _pages(request).lives(),
         "ago": _ago(snap.now),
         "live_path": LIVE_PATH,
         "token_required": _token_required(request),
@@ -332,18 +409,13 @@ async def _index(
     request: Request,
     *,
     status_code: int = 200,
-    form_error: str | None = None,
-    form_values: Mapping[str, str] | None = None,
+    refusal: Refusal | None = None,
     notice: str | None = None,
 ) -> HTMLResponse:
-    snap = await snapshot(_runtime(request))
-    return _render(
-        "index.html",
-        status_code,
-        notice=notice,
-        form_error=form_error,
-        form_values=dict(form_values or {}),
-        **_page_context(request, snap),
+    pages = _pages(request)
+    context = await _live_context(request)
+    return pages.render(
+        "index.html", status_code, notice=notice, tops=await pages.tops(refusal), **context
     )
 
 
@@ -362,15 +434,14 @@ async def live(request: Request) -> Response:
     the script can tell an expired sign-in from a page and send the browser to log in."""
     if not _authorized(request):
         return _unauthorized(request)
-    snap = await snapshot(_runtime(request))
-    return _render("_live.html", **_page_context(request, snap))
+    return _pages(request).render("_live.html", **await _live_context(request))
 
 
 @router.get(LOGIN_PATH, response_class=HTMLResponse)
 async def login_page(request: Request) -> Response:
     if not _token_required(request):
         return _see_other("/")
-    return _render("login.html", error=None)
+    return _pages(request).render("login.html", error=None)
 
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
@@ -385,7 +456,7 @@ async def login(request: Request) -> Response:
     if isinstance(fields, HTMLResponse):
         return fields
     if (refusal := throttled(request)) is not None:
-        page = _render(
+        page = _pages(request).render(
             "login.html",
             status.HTTP_429_TOO_MANY_REQUESTS,
             error="Too many wrong tokens from your address. Wait a little, then try again.",
@@ -393,7 +464,9 @@ async def login(request: Request) -> Response:
         page.headers.update(refusal.headers or {})
         return page
     if not presented_token_matches(request, fields.get("token"), expected):
-        return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
+        return _pages(request).render(
+            "login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong."
+        )
     sign_ins = _sign_ins(request)
     response = _see_other("/")
     response.set_cookie(
@@ -469,24 +542,32 @@ async def cancel_job(job_id: int, request: Request) -> Response:
     return await _job_action(request, job_id, _runtime(request).admin.cancel_job)
 
 
-@router.post("/ui/workspaces", response_class=HTMLResponse)
-async def create_workspace(request: Request) -> Response:
-    """Create a workspace from the form. A bad name or template is refused by the service
-    before anything is stored; the page then shows why, with the form still filled in."""
-    if (refused := _refuse_action(request)) is not None:
-        return refused
-    fields = await _form(request)
-    if isinstance(fields, HTMLResponse):
-        return fields
-    name = fields.get("name", "").strip()
-    template = fields.get("template", "").strip() or None
-    try:
-        await _runtime(request).workspaces.create(name, template)
-    except (PayloadError, UnknownJobType) as exc:
-        return await _index(
-            request,
-            status_code=UNPROCESSABLE,
-            form_error=str(exc),
-            form_values={"name": name, "template": template or ""},
+# -- the panels' forms --------------------------------------------------------------------------
+def _form_route(name: str, handle: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """The POST route of one panel's form: the engine decides who may act and reads the form;
+    the panel's handler acts. A refusal draws the page again with the reason under the form
+    and what was typed still in it (422); anything else goes back to the page (303)."""
+
+    async def post(request: Request) -> Response:
+        if (refused := _refuse_action(request)) is not None:
+            return refused
+        fields = await _form(request)
+        if isinstance(fields, HTMLResponse):
+            return fields
+        try:
+            await handle(fields)
+        except FormRefused as exc:
+            return await _index(request, status_code=UNPROCESSABLE, refusal=(name, exc))
+        return _see_other("/")
+
+    return post
+
+
+def panel_forms(pages: Pages) -> APIRouter:
+    """The routes of every panel's form, kept out of the OpenAPI document as the page is."""
+    forms = APIRouter(include_in_schema=False)
+    for name, path, handle in pages.forms():
+        forms.add_api_route(
+            path, _form_route(name, handle), methods=["POST"], response_class=HTMLResponse
         )
-    return _see_other("/")
+    return forms

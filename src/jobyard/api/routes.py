@@ -1,7 +1,8 @@
-"""The JSON API: the seed's Handler, plus jobs, status and health.
+"""The engine's JSON API: jobs, status and health. Extensions add theirs beside it, under the
+same `/api` prefix and behind the same door (see `jobyard.api.extensions`).
 
 Every refusal happens before anything is written: an unknown type or a bad payload answers 422
-with the reason, an oversize body 413, a missing workspace 404.
+with the reason, an oversize body 413, a missing job 404.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from jobyard.model import (
     PayloadTooLarge,
     UnknownJobType,
 )
+from jobyard.runtime import Runtime
 from jobyard.store.records import JobFilter
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
-__all__ = ["MAX_PAGE", "Problem", "api", "documented", "health", "refused"]
+__all__ = ["MAX_PAGE", "Problem", "api", "api_door", "documented", "health", "refused"]
 
 
 class Problem(BaseModel):
@@ -37,7 +38,7 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Error answers for the OpenAPI document: every refusal is `{"detail": "..."}`."""
     reasons = {
         401: "Missing or wrong bearer token (only when a token is configured)",
-        404: "No such job, workspace or session",
+        404: "No such job",
         409: "The job is not in a state that allows this",
         413: "Request body or payload too large",
         422: "Invalid input: unknown job type, bad payload or parameter",
@@ -45,12 +46,21 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}
 
 
-api = APIRouter(
-    prefix="/api",
-    dependencies=[Depends(require_token)],
-    responses=documented(401, 413, 422),
-)
+# The engine's routes, relative to `/api`: `create_app` mounts them, and every extension's,
+# behind one door (the token, and the refusals every route may answer).
+api = APIRouter()
 health = APIRouter()
+
+
+def api_door() -> APIRouter:
+    """A router at `/api` that lets in only callers with the token (when the server has one):
+    everything under `/api`, the engine's routes and every extension's, is mounted on it."""
+    return APIRouter(
+        prefix="/api",
+        dependencies=[Depends(require_token)],
+        responses=documented(401, 413, 422),
+    )
+
 
 MAX_PAGE = 500
 
