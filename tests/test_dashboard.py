@@ -20,7 +20,8 @@ from markupsafe import escape
 
 from jobyard import Config, JobStatus
 from jobyard.api import ServerSettings, create_app
-from jobyard.api.dashboard import COOKIE, sparkline
+from jobyard.api.dashboard import COOKIE
+from jobyard.api.pages import sparkline
 from jobyard.model import Job
 from jobyard.workspaces import WorkspaceRuntime as Runtime
 from jobyard.workspaces import build_workspace_runtime as build_runtime

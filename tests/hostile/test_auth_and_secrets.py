@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 import jobyard.api.app
 import jobyard.api.dashboard
+import jobyard.api.pages
 import jobyard.api.routes
 import jobyard.api.security
 import jobyard.api.sessions
@@ -247,6 +248,7 @@ def test_no_operator_comparison_touches_the_token() -> None:
     modules = (
         jobyard.api.security,
         jobyard.api.dashboard,
+        jobyard.api.pages,
         jobyard.api.app,
         jobyard.api.routes,
         jobyard.api.sessions,

@@ -18,6 +18,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from jobyard.api import dashboard
 from jobyard.api.extensions import Extension
 from jobyard.api.metrics import Metrics
+from jobyard.api.pages import Pages
 from jobyard.api.redirects import RelativeRedirects
 from jobyard.api.routes import api, api_door, health
 from jobyard.api.security import BodyLimits, CrossSiteGuard
@@ -54,7 +55,7 @@ def create_app(
     `jobyard serve` adds the workspace platform's extension. Raises ValueError when two
     extensions share a name or two panels a form's path.
     """
-    pages = dashboard.Pages(extensions)
+    pages = Pages(extensions)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
