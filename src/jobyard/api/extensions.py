@@ -18,9 +18,10 @@ extension does; it guarantees how its parts are served:
   the fields; to refuse them it raises `FormRefused`, and the page is drawn again (422) with the
   reason under the panel's form and the form filled in.
 
-There is no startup hook: an application's tables belong to its runtime, whose `migrate()` the
-app calls when it starts (`WorkspaceRuntime` migrates the platform's line there), just as a
-worker without any web front end does.
+There is no startup hook: an application's tables belong to its runtime and its store, not to
+a web front end. The app calls `runtime.migrate()` when it starts (`WorkspaceRuntime` migrates
+the platform's line there), and a worker with no web front end gets the same tables, since the
+stores also migrate on first use.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ Loader = Callable[[], Awaitable[Mapping[str, Any]]]
 """Reads what a panel's template shows; its mapping is the template's `data`."""
 
 FormHandler = Callable[[Mapping[str, str]], Awaitable[None]]
-"""Acts on a posted form's fields (the first value of each); raises `FormRefused` to refuse."""
+"""Acts on a posted form's fields (the first value of each, at most 16 fields; the engine
+answers 400 to more); raises `FormRefused` to refuse."""
 
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 FORMS_PREFIX: Final = "/ui/"
