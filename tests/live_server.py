@@ -1,9 +1,9 @@
 """A real uvicorn server on a free loopback port, in a background thread, for HTTP tests.
 
 The server owns its event loop and its runtime (store, dispatcher), and is the one `jobyard
-serve` runs (`jobyard.api.server.build_server`, with its connection guards), on a socket bound
-before it starts; tests talk to it over HTTP and inspect the database through their own
-connection.
+serve` runs (`jobyard.api.server.build_server`, with its connection guards, on the engine's app
+with the workspace platform's extension), on a socket bound before it starts; tests talk to it
+over HTTP and inspect the database through their own connection.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,11 @@ from pathlib import Path
 import httpx
 
 from jobyard import Config
-from jobyard.api import ServerSettings, create_app
+from jobyard.api import Extension, ServerSettings, create_app
 from jobyard.api.server import bind, build_server
 from jobyard.workspaces import WorkspaceRuntime as Runtime
 from jobyard.workspaces import build_workspace_runtime as build_runtime
+from jobyard.workspaces.web import workspace_extension
 
 FAST = {
     "job_poll_interval": 0.05,
@@ -45,6 +46,7 @@ class LiveServer:
     runtime: Runtime
     config: Config
     token: str | None
+    extensions: Sequence[Extension]
 
     def client(self, *, token: str | None = "default") -> httpx.Client:
         use = self.token if token == "default" else token
@@ -68,7 +70,8 @@ def live_server(
     sockets = bind("127.0.0.1", 0)
     port = sockets[0].getsockname()[1]
     settings = ServerSettings(host="127.0.0.1", port=port, api_token=token, **(server or {}))  # type: ignore[arg-type]
-    app = create_app(runtime, settings, run_worker=run_worker)
+    extensions = [workspace_extension(runtime)]
+    app = create_app(runtime, settings, run_worker=run_worker, extensions=extensions)
     # With uvicorn's access log on, unlike `jobyard serve`: tests that check what is logged
     # see the most a deployment could log.
     uv = build_server(app, settings, graceful_shutdown=10, log_level="warning", access_log=True)
@@ -80,7 +83,7 @@ def live_server(
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", runtime, cfg, token)
+        yield LiveServer(f"http://127.0.0.1:{port}", runtime, cfg, token, extensions)
     finally:
         uv.should_exit = True
         thread.join(timeout=30)

@@ -20,11 +20,13 @@ from markupsafe import escape
 
 from jobyard import Config, JobStatus
 from jobyard.api import ServerSettings, create_app
-from jobyard.api.dashboard import COOKIE, sparkline
+from jobyard.api.dashboard import COOKIE
+from jobyard.api.pages import sparkline
 from jobyard.model import Job
 from jobyard.workspaces import WorkspaceRuntime as Runtime
 from jobyard.workspaces import build_workspace_runtime as build_runtime
 from jobyard.workspaces.entities import EntityStatus
+from jobyard.workspaces.web import workspace_extension
 
 TOKEN = "dashboard-test-token-0123456789"
 XSS = "<script>alert(1)</script>"
@@ -94,7 +96,8 @@ async def h(
     # Registered before start: the dispatcher refuses new types once running.
     rt.dispatcher.register_executor("boom", boom)
     # ASGITransport runs no lifespan, so the node is started and stopped here instead.
-    app = create_app(rt, ServerSettings(api_token=token), run_worker=False)
+    settings = ServerSettings(api_token=token)
+    app = create_app(rt, settings, run_worker=False, extensions=[workspace_extension(rt)])
     node = asyncio.create_task(rt.dispatcher.start())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 import jobyard.api.app
 import jobyard.api.dashboard
+import jobyard.api.pages
 import jobyard.api.routes
 import jobyard.api.security
 import jobyard.api.sessions
@@ -99,7 +100,9 @@ def routes_of(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 
 def all_routes(server: LiveServer) -> set[tuple[str, str]]:
-    app = create_app(server.runtime, ServerSettings(api_token=TOKEN), run_worker=False)
+    """The routes of the server's app: the engine's and its extensions' (the platform's)."""
+    settings = ServerSettings(api_token=TOKEN)
+    app = create_app(server.runtime, settings, run_worker=False, extensions=server.extensions)
     return set(routes_of(list(app.routes)))
 
 
@@ -245,6 +248,7 @@ def test_no_operator_comparison_touches_the_token() -> None:
     modules = (
         jobyard.api.security,
         jobyard.api.dashboard,
+        jobyard.api.pages,
         jobyard.api.app,
         jobyard.api.routes,
         jobyard.api.sessions,

@@ -1,11 +1,12 @@
-"""The FastAPI application: JSON API, health, metrics and the dashboard, on one runtime."""
+"""The FastAPI application: JSON API, health, metrics and the dashboard, on one runtime, with
+what extensions add (see `jobyard.api.extensions`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -15,9 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from jobyard.api import dashboard
+from jobyard.api.extensions import Extension
 from jobyard.api.metrics import Metrics
+from jobyard.api.pages import Pages
 from jobyard.api.redirects import RelativeRedirects
-from jobyard.api.routes import api, health
+from jobyard.api.routes import api, api_door, health
 from jobyard.api.security import BodyLimits, CrossSiteGuard
 from jobyard.api.sessions import SignIns
 from jobyard.api.settings import ServerSettings
@@ -37,9 +40,22 @@ def _report_node_exit(task: asyncio.Task[None]) -> None:
         log.error("the worker node stopped: %r; /healthz now answers 503", task.exception())
 
 
-def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool = True) -> FastAPI:
-    """The service on `runtime`. With `run_worker`, the app also runs the runtime's dispatcher
-    for its lifetime (one process serves the API and works jobs: `jobyard serve`)."""
+def create_app(
+    runtime: Runtime,
+    settings: ServerSettings,
+    *,
+    run_worker: bool = True,
+    extensions: Sequence[Extension] = (),
+) -> FastAPI:
+    """The service on `runtime`: the engine's API and dashboard, and each extension's routes
+    and panel. With `run_worker`, the app also runs the runtime's dispatcher for its lifetime
+    (one process serves the API and works jobs: `jobyard serve`).
+
+    On an engine-only runtime (`build_runtime`) with no extensions, that is all it serves;
+    `jobyard serve` adds the workspace platform's extension. Raises ValueError when two
+    extensions share a name or two panels a form's path.
+    """
+    pages = Pages(extensions)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,10 +87,18 @@ def create_app(runtime: Runtime, settings: ServerSettings, *, run_worker: bool =
     # Both in this process's memory: sign-ins and guessing budgets end with the process.
     app.state.sign_ins = SignIns()
     app.state.auth_failures = FailureBudget(settings.auth_failures, settings.auth_failure_interval)
+    app.state.pages = pages
     metrics = Metrics(runtime)
-    app.include_router(api)
+    # The engine's routes first: where an extension's path overlaps one, the engine's answers.
+    door = api_door()
+    door.include_router(api)
+    for extension in extensions:
+        for router in extension.routers:
+            door.include_router(router)
+    app.include_router(door)
     app.include_router(health)
     app.include_router(dashboard.router)
+    app.include_router(dashboard.panel_forms(pages))
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

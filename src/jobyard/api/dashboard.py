@@ -1,11 +1,13 @@
 """The live dashboard: one server-rendered page at `/` that an operator can leave open.
 
-Everything is rendered by Jinja2 with autoescaping always on, because nearly every string on the
-page (job errors, workspace names and templates, node names) comes from users or from code that
-quotes user input; nothing here is ever marked safe. The page stays current without a reload: a
-small same-origin script (`static/live.js`) re-fetches the `/ui/live` fragment every 2 s and
-swaps it in. Actions are plain HTML forms that POST and redirect back (303), so the page works
-with no script at all, just without the live refresh.
+The engine's sections (cluster, throughput, jobs by type, failures, recent jobs) are drawn here;
+each extension's panel (see `jobyard.api.extensions`) adds a part above the live one and a part
+inside it, drawn by the same rules. Everything is rendered by Jinja2 with autoescaping always on,
+because nearly every string on the page (job errors, node names, workspace names and templates)
+comes from users or from code that quotes user input; nothing here is ever marked safe. The page
+stays current without a reload: a small same-origin script (`static/live.js`) re-fetches the
+`/ui/live` fragment every 2 s and swaps it in. Actions are plain HTML forms that POST and
+redirect back (303), so the page works with no script at all, just without the live refresh.
 
 Who may look: when the server has an API token, the dashboard asks for it too, as a bearer header
 or by signing in at `/ui/login`, which starts a session of this server process (see
@@ -18,28 +20,23 @@ web page in the operator's browser can reach loopback.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from jobyard.admin import JobAction
+from jobyard.api.extensions import FormHandler, FormRefused
+from jobyard.api.pages import Pages, Refusal, ages, snapshot
 from jobyard.api.security import bearer_matches, presented_token_matches, throttled
 from jobyard.api.sessions import SignIns
-from jobyard.model import Job, JobNotFound, JobStatus, PayloadError, UnknownJobType
-from jobyard.status import ClusterStatus, cluster_status
-from jobyard.store.records import JobFilter
-from jobyard.workspaces.entities import Session, Workspace
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
+from jobyard.model import JobNotFound
+from jobyard.runtime import Runtime
 
-__all__ = ["COOKIE", "Sparkline", "router", "sparkline"]
+__all__ = ["COOKIE", "panel_forms", "router"]
 
 # HTML, not JSON: nothing here belongs in the OpenAPI schema.
 router = APIRouter(include_in_schema=False)
@@ -47,39 +44,9 @@ router = APIRouter(include_in_schema=False)
 COOKIE: Final = "jobyard_session"
 LIVE_PATH: Final = "/ui/live"
 LOGIN_PATH: Final = "/ui/login"
-THROUGHPUT_MINUTES: Final = 30
-RECENT_JOBS: Final = 20
-RECENT_FAILURES: Final = 10
-RECENT_ENTITIES: Final = 20
-ERROR_CHARS: Final = 600
 # Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY (and warns on the old name); the number works
 # on every supported version.
 UNPROCESSABLE: Final = 422
-
-# The page loads only its own script and stylesheet, so an injected tag would not run even if
-# escaping ever failed; frames and foreign form targets are refused as well.
-_SECURITY_HEADERS: Final[Mapping[str, str]] = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    # Not "no-referrer": with it, browsers send `Origin: null` on form posts, which
-    # the cross-site check must refuse.
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
-# autoescape=True (not select_autoescape): every template here is HTML, so every `{{ }}` is
-# escaped whatever the file is called. StrictUndefined turns a typo into an error, not a blank.
-_env = Environment(
-    loader=PackageLoader("jobyard.api", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 _STATIC_TYPES: Final[Mapping[str, str]] = {
     "live.js": "text/javascript; charset=utf-8",
@@ -97,156 +64,15 @@ def _load_static() -> dict[str, bytes]:
 _STATIC: Final = _load_static()
 
 
-# -- what the page shows ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Sparkline:
-    """Jobs finished per minute, oldest first; the last bucket is the current minute.
-
-    The SVG coordinates are computed here, as plain numbers, so the template only places them.
-    """
-
-    counts: tuple[int, ...]
-    width: int = 300
-    height: int = 48
-    pad: int = 3
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def peak(self) -> int:
-        return max(self.counts, default=0)
-
-    @property
-    def last(self) -> int:
-        return self.counts[-1] if self.counts else 0
-
-    def _xy(self) -> list[tuple[float, float]]:
-        n = len(self.counts)
-        step = self.width / (n - 1) if n > 1 else 0.0
-        span = self.height - 2 * self.pad
-        peak = self.peak
-        bottom = self.height - self.pad
-        return [
-            (round(i * step, 1), round(bottom - (c / peak if peak else 0.0) * span, 1))
-            for i, c in enumerate(self.counts)
-        ]
-
-    @property
-    def points(self) -> str:
-        """The polyline's `points` attribute."""
-        return " ".join(f"{x:g},{y:g}" for x, y in self._xy())
-
-    @property
-    def area(self) -> str:
-        """The polygon under the line, closed along the bottom edge."""
-        xy = self._xy()
-        if not xy:
-            return ""
-        bottom = self.height - self.pad
-        closed = [*xy, (xy[-1][0], bottom), (xy[0][0], bottom)]
-        return " ".join(f"{x:g},{y:g}" for x, y in closed)
-
-
-def sparkline(
-    rows: Sequence[tuple[datetime, int]], now: datetime, minutes: int = THROUGHPUT_MINUTES
-) -> Sparkline:
-    """Bucket `finished_per_minute` rows into the last `minutes` minutes ending with `now`'s.
-
-    Minutes with nothing finished have no row, so they are filled with zeros here; rows outside
-    the window are ignored.
-    """
-    this_minute = math.floor(now.timestamp() / 60) * 60
-    first = this_minute - (minutes - 1) * 60
-    by_minute: dict[int, int] = {}
-    for minute, count in rows:
-        key = math.floor(minute.timestamp() / 60) * 60
-        by_minute[key] = by_minute.get(key, 0) + count
-    return Sparkline(tuple(by_minute.get(first + i * 60, 0) for i in range(minutes)))
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything the live part of the page shows, read in one go."""
-
-    now: datetime
-    status: ClusterStatus
-    this_node: str
-    failures: list[Job]
-    jobs: list[Job]
-    workspaces: list[Workspace]
-    sessions: list[Session]
-    throughput: Sparkline
-    states: tuple[JobStatus, ...] = field(default=tuple(JobStatus))
-
-
-async def snapshot(rt: Runtime) -> Snapshot:
-    """Read the cluster, the recent jobs and entities, and the throughput from the store.
-
-    The database clock is the reference, so ages and the sparkline agree with `finished_at`
-    even when this host's clock drifts.
-    """
-    store = rt.store
-    now = await store.now()
-    since = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
-    return Snapshot(
-        now=now,
-        status=await cluster_status(store, rt.limits),
-        this_node=rt.dispatcher.node_id,
-        failures=await store.list_jobs(JobFilter(status=JobStatus.FAILED, limit=RECENT_FAILURES)),
-        jobs=await store.list_jobs(JobFilter(limit=RECENT_JOBS)),
-        workspaces=await rt.workspace_store.list_workspaces(limit=RECENT_ENTITIES),
-        sessions=await rt.workspace_store.list_sessions(limit=RECENT_ENTITIES),
-        throughput=sparkline(await store.finished_per_minute(since), now),
-    )
-
-
-def _ago(now: datetime) -> Callable[[datetime | None], str]:
-    """A short age ("4s ago", "3m ago") relative to the snapshot's database time."""
-
-    def ago(moment: datetime | None) -> str:
-        if moment is None:
-            return "—"
-        seconds = (now - moment).total_seconds()
-        if seconds < 0:
-            return f"in {_span(-seconds)}"
-        return f"{_span(seconds)} ago"
-
-    return ago
-
-
-def _span(seconds: float) -> str:
-    if seconds < 1:
-        return "<1s"
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
-
-
-def _iso(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _clip(text: str | None, limit: int = ERROR_CHARS) -> str:
-    """Long tracebacks would push everything else off the page; the API has the full text."""
-    if text is None:
-        return ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_env.filters["iso"] = _iso
-_env.filters["clip"] = _clip
-
-
 # -- responses ----------------------------------------------------------------------------------
 def _runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+def _pages(request: Request) -> Pages:
+    pages: Pages = request.app.state.pages
+    return pages
 
 
 def _token_required(request: Request) -> bool:
@@ -271,13 +97,8 @@ def _authorized(request: Request) -> bool:
     )
 
 
-def _render(template: str, code: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=code, headers=dict(_SECURITY_HEADERS))
-
-
 def _error(request: Request, status_code: int, message: str) -> HTMLResponse:
-    return _render(
+    return _pages(request).render(
         "error.html",
         status_code,
         message=message,
@@ -318,10 +139,14 @@ async def _form(request: Request) -> dict[str, str] | HTMLResponse:
     return {name: values[0] for name, values in fields.items() if values}
 
 
-def _page_context(request: Request, snap: Snapshot) -> dict[str, Any]:
+async def _live_context(request: Request) -> dict[str, Any]:
+    """What the live part shows: the engine's snapshot, then each panel's live part. The
+    snapshot comes first, so panels' ages are against the same database time."""
+    snap = await snapshot(_runtime(request))
     return {
         "snap": snap,
-        "ago": _ago(snap.now),
+        "lives": await _pages(request).lives(),
+        "ago": ages(snap.now),
         "live_path": LIVE_PATH,
         "token_required": _token_required(request),
     }
@@ -331,18 +156,13 @@ async def _index(
     request: Request,
     *,
     status_code: int = 200,
-    form_error: str | None = None,
-    form_values: Mapping[str, str] | None = None,
+    refusal: Refusal | None = None,
     notice: str | None = None,
 ) -> HTMLResponse:
-    snap = await snapshot(_runtime(request))
-    return _render(
-        "index.html",
-        status_code,
-        notice=notice,
-        form_error=form_error,
-        form_values=dict(form_values or {}),
-        **_page_context(request, snap),
+    pages = _pages(request)
+    context = await _live_context(request)
+    return pages.render(
+        "index.html", status_code, notice=notice, tops=await pages.tops(refusal), **context
     )
 
 
@@ -361,15 +181,14 @@ async def live(request: Request) -> Response:
     the script can tell an expired sign-in from a page and send the browser to log in."""
     if not _authorized(request):
         return _unauthorized(request)
-    snap = await snapshot(_runtime(request))
-    return _render("_live.html", **_page_context(request, snap))
+    return _pages(request).render("_live.html", **await _live_context(request))
 
 
 @router.get(LOGIN_PATH, response_class=HTMLResponse)
 async def login_page(request: Request) -> Response:
     if not _token_required(request):
         return _see_other("/")
-    return _render("login.html", error=None)
+    return _pages(request).render("login.html", error=None)
 
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
@@ -384,7 +203,7 @@ async def login(request: Request) -> Response:
     if isinstance(fields, HTMLResponse):
         return fields
     if (refusal := throttled(request)) is not None:
-        page = _render(
+        page = _pages(request).render(
             "login.html",
             status.HTTP_429_TOO_MANY_REQUESTS,
             error="Too many wrong tokens from your address. Wait a little, then try again.",
@@ -392,7 +211,9 @@ async def login(request: Request) -> Response:
         page.headers.update(refusal.headers or {})
         return page
     if not presented_token_matches(request, fields.get("token"), expected):
-        return _render("login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong.")
+        return _pages(request).render(
+            "login.html", status.HTTP_401_UNAUTHORIZED, error="That token is wrong."
+        )
     sign_ins = _sign_ins(request)
     response = _see_other("/")
     response.set_cookie(
@@ -468,24 +289,32 @@ async def cancel_job(job_id: int, request: Request) -> Response:
     return await _job_action(request, job_id, _runtime(request).admin.cancel_job)
 
 
-@router.post("/ui/workspaces", response_class=HTMLResponse)
-async def create_workspace(request: Request) -> Response:
-    """Create a workspace from the form. A bad name or template is refused by the service
-    before anything is stored; the page then shows why, with the form still filled in."""
-    if (refused := _refuse_action(request)) is not None:
-        return refused
-    fields = await _form(request)
-    if isinstance(fields, HTMLResponse):
-        return fields
-    name = fields.get("name", "").strip()
-    template = fields.get("template", "").strip() or None
-    try:
-        await _runtime(request).workspaces.create(name, template)
-    except (PayloadError, UnknownJobType) as exc:
-        return await _index(
-            request,
-            status_code=UNPROCESSABLE,
-            form_error=str(exc),
-            form_values={"name": name, "template": template or ""},
+# -- the panels' forms --------------------------------------------------------------------------
+def _form_route(name: str, handle: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """The POST route of one panel's form: the engine decides who may act and reads the form;
+    the panel's handler acts. A refusal draws the page again with the reason under the form
+    and what was typed still in it (422); anything else goes back to the page (303)."""
+
+    async def post(request: Request) -> Response:
+        if (refused := _refuse_action(request)) is not None:
+            return refused
+        fields = await _form(request)
+        if isinstance(fields, HTMLResponse):
+            return fields
+        try:
+            await handle(fields)
+        except FormRefused as exc:
+            return await _index(request, status_code=UNPROCESSABLE, refusal=(name, exc))
+        return _see_other("/")
+
+    return post
+
+
+def panel_forms(pages: Pages) -> APIRouter:
+    """The routes of every panel's form, kept out of the OpenAPI document as the page is."""
+    forms = APIRouter(include_in_schema=False)
+    for name, path, handle in pages.forms():
+        forms.add_api_route(
+            path, _form_route(name, handle), methods=["POST"], response_class=HTMLResponse
         )
-    return _see_other("/")
+    return forms

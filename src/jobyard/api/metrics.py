@@ -68,17 +68,17 @@ class Metrics:
         self.run.labels(job.type).observe(seconds)
 
     async def render(self) -> bytes:
-        store = self.runtime.store
+        admin = self.runtime.admin
         self.jobs.clear()
-        for row in await store.count_jobs():
+        for row in await admin.count_jobs():
             self.jobs.labels(row.type, row.status.value).set(row.count)
         this_minute = datetime.now(UTC).replace(second=0, microsecond=0)
-        per_minute = dict(await store.finished_per_minute(this_minute - timedelta(minutes=1)))
+        per_minute = dict(await admin.finished_per_minute(this_minute - timedelta(minutes=1)))
         last = this_minute - timedelta(minutes=1)
         self.finished_last_minute.set(
             sum(n for minute, n in per_minute.items() if minute.timestamp() == last.timestamp())
         )
         self.is_leader.set(1 if self.runtime.dispatcher.is_leader else 0)
-        self.leader_present.set(1 if await store.get_leader() is not None else 0)
-        self.nodes.set(len(await store.list_nodes()))
+        self.leader_present.set(1 if await admin.get_leader() is not None else 0)
+        self.nodes.set(len(await admin.list_nodes()))
         return generate_latest(self.registry)

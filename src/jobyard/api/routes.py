@@ -1,28 +1,19 @@
-"""The JSON API: the seed's Handler, plus jobs, status and health.
+"""The engine's JSON API: jobs, status and health. Extensions add theirs beside it, under the
+same `/api` prefix and behind the same door (see `jobyard.api.extensions`).
 
 Every refusal happens before anything is written: an unknown type or a bad payload answers 422
-with the reason, an oversize body 413, a missing workspace 404.
+with the reason, an oversize body 413, a missing job 404.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel
 
 from jobyard.admin import JobAction
-from jobyard.api.schemas import (
-    JobCreate,
-    JobOut,
-    JobPage,
-    SessionCreated,
-    SessionOut,
-    StatusOut,
-    WorkspaceCreate,
-    WorkspaceCreated,
-    WorkspaceOut,
-)
+from jobyard.api.schemas import JobCreate, JobOut, JobPage, StatusOut
 from jobyard.api.security import require_token
 from jobyard.model import (
     Job,
@@ -33,21 +24,21 @@ from jobyard.model import (
     PayloadTooLarge,
     UnknownJobType,
 )
+from jobyard.runtime import Runtime
 from jobyard.store.records import JobFilter
-from jobyard.workspaces.runtime import WorkspaceRuntime as Runtime
 
-__all__ = ["api", "health"]
+__all__ = ["MAX_PAGE", "Problem", "api", "api_door", "documented", "health", "refused"]
 
 
 class Problem(BaseModel):
     detail: str
 
 
-def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Error answers for the OpenAPI document: every refusal is `{"detail": "..."}`."""
     reasons = {
         401: "Missing or wrong bearer token (only when a token is configured)",
-        404: "No such job, workspace or session",
+        404: "No such job",
         409: "The job is not in a state that allows this",
         413: "Request body or payload too large",
         422: "Invalid input: unknown job type, bad payload or parameter",
@@ -55,19 +46,26 @@ def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}
 
 
-api = APIRouter(
-    prefix="/api",
-    dependencies=[Depends(require_token)],
-    responses=_documented(401, 413, 422),
-)
+# The engine's routes, relative to `/api`: `create_app` mounts them, and every extension's,
+# behind one door (the token, and the refusals every route may answer).
+api = APIRouter()
 health = APIRouter()
+
+
+def api_door() -> APIRouter:
+    """A router at `/api` that lets in only callers with the token (when the server has one):
+    everything under `/api`, the engine's routes and every extension's, is mounted on it."""
+    return APIRouter(
+        prefix="/api",
+        dependencies=[Depends(require_token)],
+        responses=documented(401, 413, 422),
+    )
+
 
 MAX_PAGE = 500
 
 
-# Ids the services create, and job type names: anything else (NUL, quotes, ...) is refused
-# before it reaches the database.
-EntityId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+# Job type names: anything else (NUL, quotes, ...) is refused before it reaches the database.
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"
 
 
@@ -92,54 +90,6 @@ async def job_or_404(rt: Runtime, job_id: int) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} does not exist")
     return job
-
-
-@api.post("/workspaces", status_code=status.HTTP_202_ACCEPTED, response_model=WorkspaceCreated)
-async def create_workspace(body: WorkspaceCreate, rt: Rt) -> WorkspaceCreated:
-    """Record a workspace and enqueue its `workspace_init` job, in one transaction."""
-    try:
-        workspace, job = await rt.workspaces.create(body.name, body.template)
-    except (PayloadError, UnknownJobType) as exc:
-        raise refused(exc) from None
-    return WorkspaceCreated(workspace=WorkspaceOut.of(workspace), job=JobOut.of(job))
-
-
-@api.get("/workspaces", response_model=list[WorkspaceOut])
-async def list_workspaces(
-    rt: Rt, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50
-) -> list[WorkspaceOut]:
-    return [WorkspaceOut.of(w) for w in await rt.workspace_store.list_workspaces(limit=limit)]
-
-
-@api.get("/workspaces/{workspace_id}", response_model=WorkspaceOut, responses=_documented(404))
-async def get_workspace(workspace_id: EntityId, rt: Rt) -> WorkspaceOut:
-    workspace = await rt.workspace_store.get_workspace(workspace_id)
-    if workspace is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"workspace {workspace_id!r} does not exist")
-    return WorkspaceOut.of(workspace)
-
-
-@api.post(
-    "/workspaces/{workspace_id}/sessions",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=SessionCreated,
-    responses=_documented(404),
-)
-async def create_session(workspace_id: EntityId, rt: Rt) -> SessionCreated:
-    """Record a session and enqueue its `session_init` job, in one transaction."""
-    try:
-        session, job = await rt.sessions.create(workspace_id)
-    except (NotFound, PayloadError) as exc:
-        raise refused(exc) from None
-    return SessionCreated(session=SessionOut.of(session), job=JobOut.of(job))
-
-
-@api.get("/sessions/{session_id}", response_model=SessionOut, responses=_documented(404))
-async def get_session(session_id: EntityId, rt: Rt) -> SessionOut:
-    session = await rt.workspace_store.get_session(session_id)
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id!r} does not exist")
-    return SessionOut.of(session)
 
 
 @api.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
@@ -183,7 +133,7 @@ async def list_jobs(
     return JobPage(jobs=[JobOut.of(j) for j in page], next=str(page[-1].id) if more else None)
 
 
-@api.get("/jobs/{job_id}", response_model=JobOut, responses=_documented(404))
+@api.get("/jobs/{job_id}", response_model=JobOut, responses=documented(404))
 async def get_job(job_id: int, rt: Rt) -> JobOut:
     return JobOut.of(await job_or_404(rt, job_id))
 
@@ -195,7 +145,7 @@ def _acted(action: JobAction) -> JobOut:
     return JobOut.of(action.job)
 
 
-@api.post("/jobs/{job_id}/retry", response_model=JobOut, responses=_documented(404, 409))
+@api.post("/jobs/{job_id}/retry", response_model=JobOut, responses=documented(404, 409))
 async def retry_job(job_id: int, rt: Rt) -> JobOut:
     """Start a failed or cancelled job again, with a fresh set of attempts. 409 when this call
     did not change the job (it was in another state, already pending included)."""
@@ -205,7 +155,7 @@ async def retry_job(job_id: int, rt: Rt) -> JobOut:
         raise refused(exc) from None
 
 
-@api.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=_documented(404, 409))
+@api.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=documented(404, 409))
 async def cancel_job(job_id: int, rt: Rt) -> JobOut:
     """Cancel a pending job. 409 when this call did not change the job (it was in another
     state, already cancelled included)."""
@@ -229,7 +179,7 @@ async def healthz(request: Request, rt: Rt, response: Response) -> dict[str, str
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": "the worker node stopped"}
     try:
-        await rt.store.now()
+        await rt.admin.now()
     except Exception as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "reason": type(exc).__name__}

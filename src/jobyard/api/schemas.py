@@ -9,31 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobyard.model import JobStatus
 from jobyard.status import ClusterStatus
-from jobyard.workspaces.entities import EntityStatus
 
-__all__ = [
-    "JobCreate",
-    "JobOut",
-    "JobPage",
-    "SessionCreated",
-    "SessionOut",
-    "StatusOut",
-    "WorkspaceCreate",
-    "WorkspaceCreated",
-    "WorkspaceOut",
-]
+__all__ = ["JobCreate", "JobOut", "JobPage", "Record", "RequestBody", "StatusOut"]
 
 
-class _Request(BaseModel):
+class RequestBody(BaseModel):
+    """A request body: a field the API does not know is refused, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class WorkspaceCreate(_Request):
-    name: str = Field(min_length=1, max_length=64, examples=["my-project"])
-    template: str | None = Field(default=None, min_length=1, max_length=255)
-
-
-class JobCreate(_Request):
+class JobCreate(RequestBody):
     type: str = Field(min_length=1, max_length=128, examples=["workspace_init"])
     payload: Any = None
     run_at: datetime | None = None
@@ -41,7 +27,7 @@ class JobCreate(_Request):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
     """A response built from a record's attributes: no field-by-field copy to keep in step."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -51,7 +37,7 @@ class _Record(BaseModel):
         return cls.model_validate(record)
 
 
-class JobOut(_Record):
+class JobOut(Record):
     id: int
     type: str
     payload: Any
@@ -70,37 +56,6 @@ class JobOut(_Record):
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next: str | None = Field(description="Pass as `after` for the next page; null at the end.")
-
-
-class WorkspaceOut(_Record):
-    id: str
-    name: str
-    template: str | None
-    status: EntityStatus
-    error: str | None
-    job_id: int | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class SessionOut(_Record):
-    id: str
-    workspace_id: str
-    status: EntityStatus
-    error: str | None
-    job_id: int | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class WorkspaceCreated(BaseModel):
-    workspace: WorkspaceOut
-    job: JobOut
-
-
-class SessionCreated(BaseModel):
-    session: SessionOut
-    job: JobOut
 
 
 class LeaderOut(BaseModel):

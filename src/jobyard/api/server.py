@@ -26,7 +26,6 @@ from jobyard.api.connections import ConnectionLimits, guarded_protocol
 from jobyard.api.settings import ServerSettings
 from jobyard.config import Config
 from jobyard.model import ConfigError, JobyardError
-from jobyard.workspaces.runtime import build_workspace_runtime
 
 __all__ = ["PortInUse", "StartupFailed", "bind", "build_server", "serve", "serve_app"]
 
@@ -184,17 +183,26 @@ def serve(
     run_worker: bool = True,
     sockets: Sequence[socket.socket] | None = None,
 ) -> None:
-    """Serve the API and dashboard (and, with `run_worker`, a worker node) until SIGINT or
+    """Serve what `jobyard serve` serves, the engine's API and dashboard with the workspace
+    platform's routes and panel (and, with `run_worker`, a worker node), until SIGINT or
     SIGTERM; uvicorn then stops the app, which drains the node, and this returns.
 
     `sockets` are listening sockets from `bind`; without them, `bind` is called here first,
     before the runtime is built.
+
+    This is where the engine's HTTP service and the platform are put together, and the only
+    place in `jobyard.api` that imports the platform: here, not at the top of the module, so
+    an app built on the engine alone never loads it.
     """
+    from jobyard.workspaces.runtime import build_workspace_runtime
+    from jobyard.workspaces.web import workspace_extension
+
     settings.check_exposure()
     listeners = list(sockets) if sockets is not None else bind(settings.host, settings.port)
     try:
         runtime = build_workspace_runtime(config)
-        app = create_app(runtime, settings, run_worker=run_worker)
+        platform = workspace_extension(runtime)
+        app = create_app(runtime, settings, run_worker=run_worker, extensions=[platform])
         grace = int(config.shutdown_grace_period.total_seconds()) + 5
         serve_app(app, settings, sockets=listeners, graceful_shutdown=grace)
     finally:
