@@ -1,4 +1,4 @@
-"""The HTTP service: the seed's Handler (a JSON API), metrics and a live dashboard, and the seam
+"""The HTTP service: a JSON API, metrics and a live dashboard, and the seam
 through which applications built on the engine add their own routes and panels."""
 
 from jobyard.api.app import create_app
